@@ -1,0 +1,22 @@
+# scgpt-bench: reproduce the scGPT paper and its baselines.
+#   snakemake --cores 2                                  # the embedded demo (config/config.yaml)
+#   snakemake --cores 8 --configfile config/paper.yaml   # the paper's datasets and checkpoints
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/tasks.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,1 @@
+"""The benchmark harness: datasets, task contracts, running, scoring, tables and figures."""

@@ -1,0 +1,36 @@
+"""Logging for workflow scripts: everything a job prints goes to its rule's log file."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def job_logging(log_path: str | os.PathLike[str] | None, *, level: int = logging.INFO) -> Iterator[None]:
+    """Send ``logging``, ``stdout`` and ``stderr`` of this job to ``log_path``.
+
+    Libraries such as GEARS and scvi-tools print rather than log; capturing the streams keeps
+    their output with the job. Without a path, logging goes to stderr.
+    """
+    if log_path is None:
+        logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+        yield
+        return
+    path = Path(log_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", buffering=1) as fh:
+        handler = logging.StreamHandler(fh)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(level)
+        with contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+            try:
+                yield
+            finally:
+                root.removeHandler(handler)

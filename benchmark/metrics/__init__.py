@@ -1,0 +1,1 @@
+"""Task metrics (each module scores one task; paper definitions, library implementations)."""

@@ -1,0 +1,160 @@
+"""Comparison tables: mean +- SE over seeds per dataset and method, the paper's value beside."""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.io import read_json, write_csv, write_text
+
+
+def collect_runs(run_files: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
+    """One row per run: the ``run.json`` fields with the ``scores.json`` metrics beside them.
+
+    ``run_files`` are paths of ``run.json`` files; ``scores.json`` is read from the same folder.
+    """
+    rows = []
+    for path in run_files:
+        path = Path(path)
+        run = read_json(path)
+        scores_path = path.with_name("scores.json")
+        scores = read_json(scores_path) if scores_path.exists() else {}
+        row = {
+            "task": run["task"],
+            "dataset": run["dataset"],
+            "method": run["method"],
+            "label": run.get("label", run["method"]),
+            "seed": run["seed"],
+            "status": run["status"],
+            "error": run.get("error"),
+            "wall_seconds": run.get("wall_seconds"),
+            "peak_memory_mb": run.get("peak_memory_mb"),
+        }
+        row.update({k: v for k, v in scores.items() if k != "status"})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """Standard error of the mean (sample standard deviation / sqrt(n)); NaN below 2 values."""
+    arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if arr.size < 2:
+        return math.nan
+    return float(arr.std(ddof=1) / math.sqrt(arr.size))
+
+
+def paper_values(table: str) -> pd.DataFrame:
+    """The paper's published values for a task (``benchmark/paper/<table>``)."""
+    ref = importlib.resources.files("benchmark") / "paper" / table
+    with importlib.resources.as_file(ref) as path:
+        return pd.read_csv(path)
+
+
+def aggregate(runs: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Mean and SE of each metric per (dataset, method) over successful seeds.
+
+    A (dataset, method) whose every seed failed stays in the table with status ``failed``
+    and the first error, so failures are visible rather than silently missing.
+    """
+    rows = []
+    for (dataset, method), group in runs.groupby(["dataset", "method"], sort=True):
+        ok = group[group["status"] == "ok"]
+        errors = group.loc[group["status"] != "ok", "error"].dropna().astype(str)
+        row = {
+            "dataset": dataset,
+            "method": method,
+            "label": group["label"].iloc[0],
+            "n_seeds": len(ok),
+            "status": "ok" if len(ok) == len(group) else ("failed" if ok.empty else "partial"),
+            "error": errors.iloc[0] if not errors.empty else None,
+            "wall_seconds": float(group["wall_seconds"].mean()),
+            "peak_memory_mb": float(group["peak_memory_mb"].max()),
+        }
+        for metric in metrics:
+            values = ok[metric].astype(float).tolist() if metric in ok else []
+            row[metric] = float(np.nanmean(values)) if values and not np.all(np.isnan(values)) else math.nan
+            row[f"{metric}_se"] = standard_error(values)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def add_paper_columns(table: pd.DataFrame, paper: pd.DataFrame | None, metrics: Sequence[str]) -> pd.DataFrame:
+    """Add ``<metric>_paper`` columns, matched on dataset and method label."""
+    table = table.copy()
+    for metric in metrics:
+        table[f"{metric}_paper"] = math.nan
+    if paper is None:
+        return table
+    lookup = paper.set_index(["dataset", "method"])
+    for i, row in table.iterrows():
+        key = (row["dataset"], row["label"])
+        if key not in lookup.index:
+            continue
+        for metric in metrics:
+            if metric in lookup.columns:
+                table.at[i, f"{metric}_paper"] = lookup.at[key, metric]
+    return table
+
+
+def _cell(mean: float, se: float, paper: float) -> str:
+    if math.isnan(mean):
+        text = "—"
+    elif math.isnan(se):
+        text = f"{mean:.3f}"
+    else:
+        text = f"{mean:.3f} ± {se:.3f}"
+    if not math.isnan(paper):
+        text += f" ({paper:.3f})"
+    return text
+
+
+def to_markdown(table: pd.DataFrame, metrics: Sequence[str], title: str) -> str:
+    """Render the table: one row per dataset and method, ``mean ± SE (paper)`` per metric."""
+    header = ["dataset", "method", "seeds", *metrics, "time (s)", "status"]
+    lines = [
+        f"# {title}",
+        "",
+        "Measured mean ± standard error over seeds; the paper's value in parentheses where it "
+        "reports one. `—`: not defined or not computed (see `status`).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    for _, row in table.iterrows():
+        status = row["status"]
+        if status != "ok" and isinstance(row.get("error"), str):
+            status += f": {row['error'][:120]}".replace("|", "/").replace("\n", " ")
+        cells = [
+            str(row["dataset"]),
+            str(row["label"]),
+            str(row["n_seeds"]),
+            *(_cell(row[m], row[f"{m}_se"], row[f"{m}_paper"]) for m in metrics),
+            f"{row['wall_seconds']:.1f}",
+            status,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_task_table(
+    run_files: Iterable[str | os.PathLike[str]],
+    metrics: Sequence[str],
+    out_csv: str | os.PathLike[str],
+    out_md: str | os.PathLike[str],
+    *,
+    title: str,
+    paper_table: str | None = None,
+) -> pd.DataFrame:
+    """Collect runs, aggregate over seeds, add the paper's values and write CSV + Markdown."""
+    runs = collect_runs(run_files)
+    table = aggregate(runs, metrics)
+    table = add_paper_columns(table, paper_values(paper_table) if paper_table else None, metrics)
+    write_csv(table, out_csv, index=False)
+    write_text(to_markdown(table, metrics, title), out_md)
+    return table

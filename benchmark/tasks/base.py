@@ -1,0 +1,65 @@
+"""The task contract: how the harness feeds a method, stores its output and scores it."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+
+
+class Task(abc.ABC):
+    """One benchmark task (annotation, integration, perturbation, ...).
+
+    A task turns a standard dataset into the method's inputs (:meth:`prepare`), calls the
+    method (:meth:`call`), writes what it returned (:meth:`save`) and scores it against the
+    truth kept aside in :meth:`prepare` (:meth:`score`). Methods never see the truth.
+
+    Attributes
+    ----------
+    name
+        Task name, as in ``baselines.registry.TASKS`` and the config.
+    metrics
+        Headline metrics, in table order; :meth:`score` returns at least these keys.
+    paper_table
+        File name in ``benchmark/paper/`` with the paper's values for this task, if any.
+    required_obs
+        obs columns the dataset must have for this task.
+    """
+
+    name: str
+    metrics: tuple[str, ...]
+    paper_table: str | None = None
+    required_obs: tuple[str, ...] = ()
+
+    @abc.abstractmethod
+    def prepare(self, adata: ad.AnnData, *, seed: int) -> dict[str, Any]:
+        """Split the standard dataset into method inputs and held-out truth.
+
+        Returns a dict with at least ``"args"`` (tuple of positional method inputs) and
+        whatever :meth:`score` needs (e.g. ``"truth"``).
+        """
+
+    def call(
+        self, func: Callable[..., Any], inputs: dict[str, Any], *, seed: int, params: dict[str, Any]
+    ) -> Any:
+        """Call the method function with the task's inputs."""
+        return func(*inputs["args"], seed=seed, **params)
+
+    @abc.abstractmethod
+    def save(self, output: Any, inputs: dict[str, Any], outdir: Path) -> list[Path]:
+        """Write the method's output under ``outdir`` atomically; return the files written."""
+
+    @abc.abstractmethod
+    def score(self, output: Any, inputs: dict[str, Any], *, seed: int) -> dict[str, float]:
+        """Score the output against the truth; keys include every name in :attr:`metrics`."""
+
+    def figures(self, run_dirs: list[Path], dataset_path: Path, out_dir: Path) -> list[Path]:
+        """Draw this task's figures for one dataset from all its runs; return the files.
+
+        ``run_dirs`` are ``results/<task>/<dataset>/<method>/seed<k>/`` folders (failed runs
+        included: skip them). The default draws nothing.
+        """
+        return []

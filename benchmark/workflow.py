@@ -1,0 +1,191 @@
+"""What the Snakemake workflow plans: config checks, jobs and paths (no Snakemake import).
+
+The Snakefile validates the config against ``config/schema.yaml`` (types and keys), then
+builds a :class:`WorkflowPlan`, which checks what a schema cannot: that every task is
+implemented, every dataset is in the registry, every method is registered for its task and
+accepts the parameters the config gives it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from baselines.registry import get_method
+from benchmark.datasets import load_registry
+from benchmark.tasks import get_task
+
+CHECKPOINT_FILES = ("args.json", "vocab.json", "best_model.pt")
+DEFAULT_RESOURCES = {"mem_mb": 4000, "runtime": 60, "threads": 1, "gpu": 0}
+
+
+class ConfigError(ValueError):
+    """A config value the workflow cannot run with; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One method run: a task, a dataset, a method and a seed."""
+
+    task: str
+    dataset: str
+    method: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class WorkflowPlan:
+    """The jobs and paths a config implies; see :meth:`from_config`."""
+
+    config: dict[str, Any]
+    registry: Any
+    jobs: tuple[Job, ...]
+    tasks: tuple[str, ...]
+    results_dir: str = "results"
+    data_dir: str = "data"
+    _checkpoint_methods: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> WorkflowPlan:
+        """Check the config against the registries and plan every job.
+
+        Raises
+        ------
+        ConfigError
+            Naming the config key and the value that is wrong, with what was expected.
+        """
+        registry_path = config.get("registry", "config/datasets.yaml")
+        try:
+            registry = load_registry(registry_path)
+        except FileNotFoundError as err:
+            raise ConfigError(f"config registry: {registry_path} does not exist") from err
+        tasks = tuple(config["tasks"])
+        jobs: list[Job] = []
+        checkpoint_methods = set()
+        for task in tasks:
+            try:
+                task_obj = get_task(task)
+            except KeyError as err:
+                raise ConfigError(f"config tasks.{task}: {err.args[0]}") from None
+            section = config["tasks"][task]
+            for dataset in section["datasets"]:
+                if dataset not in registry.datasets:
+                    raise ConfigError(
+                        f"config tasks.{task}.datasets: {dataset!r} is not in {registry_path}; "
+                        f"known datasets: {sorted(registry.datasets)}"
+                    )
+            for method, params in section["methods"].items():
+                try:
+                    spec = get_method(task, method)
+                    spec.check_params(params or {})
+                except (KeyError, TypeError) as err:
+                    raise ConfigError(f"config tasks.{task}.methods.{method}: {err.args[0]}") from None
+                if spec.needs_checkpoint:
+                    checkpoint_methods.add((task, method))
+            del task_obj
+            for dataset, method, seed in itertools.product(
+                section["datasets"], section["methods"], config["seeds"]
+            ):
+                jobs.append(Job(task, dataset, method, seed))
+        model = config["model"]
+        if checkpoint_methods and model["source"] == "checkpoint":
+            name = model.get("checkpoint")
+            if name not in registry.checkpoints:
+                raise ConfigError(
+                    f"config model.checkpoint: {name!r} is not under checkpoints: in "
+                    f"{registry_path}; known: {sorted(registry.checkpoints)}"
+                )
+        if checkpoint_methods and model["source"] == "pretrain":
+            corpus = model.get("pretrain", {}).get("corpus", [])
+            if not corpus:
+                raise ConfigError("config model.pretrain.corpus: empty; name the corpus datasets")
+            for dataset in corpus:
+                if dataset not in registry.datasets:
+                    raise ConfigError(
+                        f"config model.pretrain.corpus: {dataset!r} is not in {registry_path}"
+                    )
+        return cls(
+            config=config,
+            registry=registry,
+            jobs=tuple(jobs),
+            tasks=tasks,
+            results_dir=config.get("results_dir", "results"),
+            data_dir=config.get("data_dir", "data"),
+            _checkpoint_methods=frozenset(checkpoint_methods),
+        )
+
+    # --- paths -------------------------------------------------------------------------
+    def dataset_path(self, dataset: str) -> str:
+        """The standard ``.h5ad`` of a dataset."""
+        return f"{self.data_dir}/standard/{dataset}.h5ad"
+
+    def run_dir(self, job: Job) -> str:
+        """``results/<task>/<dataset>/<method>/seed<k>``."""
+        return f"{self.results_dir}/{job.task}/{job.dataset}/{job.method}/seed{job.seed}"
+
+    def checkpoint_dir(self) -> str:
+        """Folder of the scGPT checkpoint the tasks use (pre-trained here or released)."""
+        model = self.config["model"]
+        if model["source"] == "pretrain":
+            return f"{self.results_dir}/model/pretrained"
+        return f"{self.data_dir}/checkpoints/{model['checkpoint']}"
+
+    def checkpoint_files(self) -> list[str]:
+        """The files of :meth:`checkpoint_dir` a consuming rule waits for."""
+        return [f"{self.checkpoint_dir()}/{name}" for name in CHECKPOINT_FILES]
+
+    # --- per job -----------------------------------------------------------------------
+    def needs_checkpoint(self, task: str, method: str) -> bool:
+        """Whether the method consumes the scGPT checkpoint."""
+        return (task, method) in self._checkpoint_methods
+
+    def method_params(self, task: str, method: str) -> dict[str, Any]:
+        """The config's keyword parameters for a method (empty = the paper's defaults)."""
+        return dict(self.config["tasks"][task]["methods"][method] or {})
+
+    def method_env(self, task: str, method: str) -> str:
+        """The ``envs/<name>.yaml`` file the method's rule runs in."""
+        return f"envs/{get_method(task, method).env}.yaml"
+
+    def resources(self, method: str) -> dict[str, int]:
+        """Job resources: defaults, then the config's ``resources.default``, then the method's."""
+        configured = self.config.get("resources", {})
+        return {**DEFAULT_RESOURCES, **configured.get("default", {}), **configured.get(method, {})}
+
+    def slurm_extra(self, method: str) -> str:
+        """``--gres=gpu:N`` for methods configured with GPUs (used by the SLURM profile)."""
+        gpus = self.resources(method)["gpu"]
+        return f"'--gres=gpu:{gpus}'" if gpus else ""
+
+    def runs_of(self, task: str, dataset: str | None = None) -> list[str]:
+        """``run.json`` paths of every planned job of a task (optionally one dataset)."""
+        return [
+            f"{self.run_dir(job)}/run.json"
+            for job in self.jobs
+            if job.task == task and (dataset is None or job.dataset == dataset)
+        ]
+
+    def datasets_of(self, task: str) -> list[str]:
+        """Datasets a task runs on."""
+        return list(self.config["tasks"][task]["datasets"])
+
+    def dataset_params(self, dataset: str) -> dict[str, Any]:
+        """Builder parameters the config sets for a builtin dataset."""
+        return dict(self.config.get("datasets", {}).get(dataset, {}) or {})
+
+    def final_targets(self) -> list[str]:
+        """Tables of every task and figure folders of every (task, dataset)."""
+        targets = []
+        for task in self.tasks:
+            targets += [f"{self.results_dir}/tables/{task}.md", f"{self.results_dir}/tables/{task}.csv"]
+            targets += [
+                f"{self.results_dir}/figures/{task}/{dataset}" for dataset in self.datasets_of(task)
+            ]
+        return targets
+
+    def paper_table(self, task: str) -> str | None:
+        """The paper's table file for a task, if it has one."""
+        return get_task(task).paper_table
+

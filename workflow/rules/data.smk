@@ -1,0 +1,33 @@
+# Datasets: builtin demo sets are generated; the paper's are downloaded then standardised.
+
+
+rule download_file:
+    output:
+        f"{DATA}/raw/{{dataset}}/{{filename}}",
+    params:
+        source=lambda wc: PLAN.registry.file_source(wc.dataset, wc.filename),
+    log:
+        f"{LOGS}/download/{{dataset}}/{{filename}}.log",
+    resources:
+        downloads=1,
+    retries: 2
+    script:
+        "../scripts/download_file.py"
+
+
+rule standardise_dataset:
+    input:
+        lambda wc: [
+            f"{DATA}/raw/{wc.dataset}/{name}" for name in PLAN.registry.file_names(wc.dataset)
+        ],
+    output:
+        f"{DATA}/standard/{{dataset}}.h5ad",
+    params:
+        raw_dir=lambda wc: f"{DATA}/raw/{wc.dataset}",
+        builder_params=lambda wc: PLAN.dataset_params(wc.dataset),
+    log:
+        f"{LOGS}/standardise/{{dataset}}.log",
+    resources:
+        mem_mb=8000,
+    script:
+        "../scripts/standardise_dataset.py"

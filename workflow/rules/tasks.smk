@@ -1,0 +1,30 @@
+# One generic rule runs any registered method of any task: the task contract and the
+# method registry decide what happens; the config decides which jobs exist.
+
+
+rule run_method:
+    input:
+        dataset=lambda wc: PLAN.dataset_path(wc.dataset),
+        checkpoint=lambda wc: (
+            PLAN.checkpoint_files() if PLAN.needs_checkpoint(wc.task, wc.method) else []
+        ),
+    output:
+        run=f"{RESULTS}/{{task}}/{{dataset}}/{{method}}/seed{{seed}}/run.json",
+        scores=f"{RESULTS}/{{task}}/{{dataset}}/{{method}}/seed{{seed}}/scores.json",
+    params:
+        params=lambda wc: PLAN.method_params(wc.task, wc.method),
+        checkpoint=lambda wc: (
+            PLAN.checkpoint_dir() if PLAN.needs_checkpoint(wc.task, wc.method) else None
+        ),
+    threads: lambda wc: PLAN.resources(wc.method)["threads"]
+    resources:
+        mem_mb=lambda wc: PLAN.resources(wc.method)["mem_mb"],
+        runtime=lambda wc: PLAN.resources(wc.method)["runtime"],
+        gpu=lambda wc: PLAN.resources(wc.method)["gpu"],
+        slurm_extra=lambda wc: PLAN.slurm_extra(wc.method),
+    conda:
+        lambda wc: "../../" + PLAN.method_env(wc.task, wc.method)
+    log:
+        f"{LOGS}/{{task}}/{{dataset}}/{{method}}/seed{{seed}}.log",
+    script:
+        "../scripts/run_method.py"

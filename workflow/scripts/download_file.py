@@ -1,0 +1,14 @@
+"""Download one registry file with checksum verification (rule download_file)."""
+
+from benchmark.download import download
+from benchmark.logs import job_logging
+
+snakemake = globals()["snakemake"]
+source = snakemake.params.source
+with job_logging(snakemake.log[0]):
+    download(
+        source["url"],
+        snakemake.output[0],
+        sha256=source.get("sha256"),
+        size=source.get("size"),
+    )
