@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 
 @contextlib.contextmanager
-def job_logging(log_path: str | os.PathLike[str] | None, *, level: int = logging.INFO) -> Iterator[None]:
+def job_logging(
+    log_path: str | os.PathLike[str] | None, *, level: int = logging.INFO
+) -> Iterator[None]:
     """Send ``logging``, ``stdout`` and ``stderr`` of this job to ``log_path``.
 
     Libraries such as GEARS and scvi-tools print rather than log; capturing the streams keeps

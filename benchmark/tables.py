@@ -78,13 +78,17 @@ def aggregate(runs: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
         }
         for metric in metrics:
             values = ok[metric].astype(float).tolist() if metric in ok else []
-            row[metric] = float(np.nanmean(values)) if values and not np.all(np.isnan(values)) else math.nan
+            row[metric] = (
+                float(np.nanmean(values)) if values and not np.all(np.isnan(values)) else math.nan
+            )
             row[f"{metric}_se"] = standard_error(values)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def add_paper_columns(table: pd.DataFrame, paper: pd.DataFrame | None, metrics: Sequence[str]) -> pd.DataFrame:
+def add_paper_columns(
+    table: pd.DataFrame, paper: pd.DataFrame | None, metrics: Sequence[str]
+) -> pd.DataFrame:
     """Add ``<metric>_paper`` columns, matched on dataset and method label."""
     table = table.copy()
     for metric in metrics:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from baselines.registry import get_method
@@ -81,7 +80,9 @@ class WorkflowPlan:
                     spec = get_method(task, method)
                     spec.check_params(params or {})
                 except (KeyError, TypeError) as err:
-                    raise ConfigError(f"config tasks.{task}.methods.{method}: {err.args[0]}") from None
+                    raise ConfigError(
+                        f"config tasks.{task}.methods.{method}: {err.args[0]}"
+                    ) from None
                 if spec.needs_checkpoint:
                     checkpoint_methods.add((task, method))
             del task_obj
@@ -179,7 +180,10 @@ class WorkflowPlan:
         """Tables of every task and figure folders of every (task, dataset)."""
         targets = []
         for task in self.tasks:
-            targets += [f"{self.results_dir}/tables/{task}.md", f"{self.results_dir}/tables/{task}.csv"]
+            targets += [
+                f"{self.results_dir}/tables/{task}.md",
+                f"{self.results_dir}/tables/{task}.csv",
+            ]
             targets += [
                 f"{self.results_dir}/figures/{task}/{dataset}" for dataset in self.datasets_of(task)
             ]
@@ -188,4 +192,3 @@ class WorkflowPlan:
     def paper_table(self, task: str) -> str | None:
         """The paper's table file for a task, if it has one."""
         return get_task(task).paper_table
-
