@@ -395,6 +395,32 @@ class Registry(Mapping[str, DatasetEntry]):
             "format": spec.format,
         }
 
+    def download_source(self, filename: str) -> dict[str, Any]:
+        """Source of a download by file name, shared by every dataset that lists it.
+
+        Datasets that come from one bundle (hPancreas, MS and myeloid share scGPT's figshare
+        zip) name the same file, which is then downloaded once.
+
+        Raises
+        ------
+        RegistryError
+            If no dataset lists ``filename``, or two list it with different sources.
+        """
+        sources = {
+            name: self.file_source(name, filename)
+            for name, entry in self.datasets.items()
+            if any(spec.name == filename for spec in entry.files)
+        }
+        if not sources:
+            raise RegistryError(f"{self.path}: no dataset lists a file named {filename!r}")
+        distinct = {(src["url"], src["sha256"]) for src in sources.values()}
+        if len(distinct) > 1:
+            raise RegistryError(
+                f"{self.path}: file name {filename!r} has different sources in datasets "
+                f"{sorted(sources)}; give the files distinct names"
+            )
+        return next(iter(sources.values()))
+
     def checkpoint_source(self, name: str) -> dict[str, Any]:
         """Source of a released checkpoint (see :meth:`CheckpointEntry.source`)."""
         try:

@@ -1,13 +1,14 @@
-# Datasets: builtin demo sets are generated; the paper's are downloaded then standardised.
+# Datasets: builtin demo sets are generated; the paper's are downloaded (once per file, even
+# when several datasets share it) then standardised.
 
 
 rule download_file:
     output:
-        f"{DATA}/raw/{{dataset}}/{{filename}}",
+        f"{DATA}/downloads/{{filename}}",
     params:
-        source=lambda wc: PLAN.registry.file_source(wc.dataset, wc.filename),
+        source=lambda wc: PLAN.registry.download_source(wc.filename),
     log:
-        f"{LOGS}/download/{{dataset}}/{{filename}}.log",
+        f"{LOGS}/download/{{filename}}.log",
     resources:
         downloads=1,
     retries: 2
@@ -18,12 +19,12 @@ rule download_file:
 rule standardise_dataset:
     input:
         lambda wc: [
-            f"{DATA}/raw/{wc.dataset}/{name}" for name in PLAN.registry.file_names(wc.dataset)
+            f"{DATA}/downloads/{name}" for name in PLAN.registry.file_names(wc.dataset)
         ],
     output:
         f"{DATA}/standard/{{dataset}}.h5ad",
     params:
-        raw_dir=lambda wc: f"{DATA}/raw/{wc.dataset}",
+        raw_dir=f"{DATA}/downloads",
         builder_params=lambda wc: PLAN.dataset_params(wc.dataset),
     log:
         f"{LOGS}/standardise/{{dataset}}.log",

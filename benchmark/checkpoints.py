@@ -1,0 +1,106 @@
+"""Fetch a released scGPT checkpoint folder (args.json, vocab.json, best_model.pt)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from benchmark.download import DownloadError, download, sha256sum
+
+log = logging.getLogger(__name__)
+
+REQUIRED_FILES = ("args.json", "vocab.json", "best_model.pt")
+
+
+def fetch_checkpoint(source: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
+    """Download a checkpoint described by the registry into ``out_dir`` and check its layout.
+
+    Parameters
+    ----------
+    source
+        ``Registry.checkpoint_source(name)``: ``kind`` is ``"google_drive_folder"`` (fetched
+        with gdown's folder download) or ``"url"`` (a base URL under which each file lies);
+        ``files`` the file names; ``sha256`` known digests by file name.
+    out_dir
+        Destination folder; files appear there only after the whole folder verified.
+
+    Returns
+    -------
+    ``out_dir``.
+    """
+    out = Path(out_dir)
+    files = list(source.get("files") or REQUIRED_FILES)
+    missing_required = sorted(set(REQUIRED_FILES) - set(files))
+    if missing_required:
+        raise ValueError(f"checkpoint {source.get('name')!r}: registry lists no {missing_required}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        if source.get("kind") == "google_drive_folder":
+            _fetch_drive_folder(source["drive_folder_id"], staging)
+        else:
+            base = str(source["url"]).rstrip("/")
+            for name in files:
+                download(
+                    f"{base}/{name}", staging / name, sha256=source.get("sha256", {}).get(name)
+                )
+        found = {name: _find(staging, name, source) for name in files}
+        for name, path in found.items():
+            expected = source.get("sha256", {}).get(name)
+            if expected and sha256sum(path) != expected.lower():
+                raise DownloadError(
+                    f"checkpoint {source.get('name')!r}: {name} has sha256 {sha256sum(path)}, "
+                    f"expected {expected}",
+                    url=str(source.get("url")),
+                )
+        check_checkpoint_layout(found)
+        out.mkdir(parents=True, exist_ok=True)
+        # best_model.pt last: it is the file the consuming rules wait on the longest.
+        for name in sorted(found, key=lambda n: n == "best_model.pt"):
+            os.replace(found[name], out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("checkpoint %s ready in %s", source.get("name"), out)
+    return out
+
+
+def check_checkpoint_layout(files: Mapping[str, Path]) -> None:
+    """Check that args.json and vocab.json parse and best_model.pt is not empty."""
+    args = json.loads(Path(files["args.json"]).read_text())
+    for key in ("embsize", "nlayers", "nheads"):
+        if key not in args:
+            raise ValueError(f"{files['args.json']}: no {key!r}; keys: {sorted(args)}")
+    vocab = json.loads(Path(files["vocab.json"]).read_text())
+    if not isinstance(vocab, dict) or "<pad>" not in vocab:
+        raise ValueError(f"{files['vocab.json']}: expected a {{gene: index}} object with '<pad>'")
+    if Path(files["best_model.pt"]).stat().st_size == 0:
+        raise ValueError(f"{files['best_model.pt']}: empty file")
+
+
+def _find(folder: Path, name: str, source: Mapping[str, Any]) -> Path:
+    matches = sorted(folder.rglob(name))
+    if not matches:
+        present = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        raise FileNotFoundError(
+            f"checkpoint {source.get('name')!r} from {source.get('url')}: no {name} among the "
+            f"downloaded files {present}"
+        )
+    return matches[0]
+
+
+def _fetch_drive_folder(folder_id: str, dest: Path) -> None:
+    import gdown
+
+    paths = gdown.download_folder(id=folder_id, output=str(dest), quiet=False, resume=True)
+    if not paths:
+        raise DownloadError(
+            f"Google Drive folder {folder_id}: nothing downloaded (folder private, quota "
+            "exceeded or no network)",
+            url=f"https://drive.google.com/drive/folders/{folder_id}",
+        )
