@@ -23,6 +23,14 @@ from benchmark.tasks import get_task
 
 log = logging.getLogger(__name__)
 
+# Integration scoring (scib-metrics) compiles the same JAX functions in every job; a
+# persistent cache shares the compiled code between jobs and runs.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(os.path.expanduser("~"), ".cache", "scgpt-bench", "jax"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
 TRACKED_PACKAGES = (
     "scgpt-bench",
     "torch",

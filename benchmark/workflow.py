@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from baselines.registry import get_method
@@ -22,6 +23,29 @@ DEFAULT_RESOURCES = {"mem_mb": 4000, "runtime": 60, "threads": 1, "gpu": 0}
 
 class ConfigError(ValueError):
     """A config value the workflow cannot run with; the message names the key."""
+
+
+def validate_config(config: dict[str, Any], schema_path: str | Path) -> None:
+    """Check ``config`` against the JSON schema, listing every error with its key path.
+
+    Raises
+    ------
+    ConfigError
+        One line per problem, e.g. ``config seeds: 'zero' is not of type 'array'``.
+    """
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path))):
+        where = ".".join(str(p) for p in error.path) or "(top level)"
+        problems.append(f"config {where}: {error.message}")
+    if problems:
+        raise ConfigError(
+            f"the configuration does not match {schema_path}:\n  " + "\n  ".join(problems)
+        )
 
 
 @dataclass(frozen=True)
@@ -83,6 +107,14 @@ class WorkflowPlan:
                     raise ConfigError(
                         f"config tasks.{task}.methods.{method}: {err.args[0]}"
                     ) from None
+                for key, value in (params or {}).items():
+                    if _is_download(value):
+                        try:
+                            registry.download_source(value["download"])
+                        except Exception as err:
+                            raise ConfigError(
+                                f"config tasks.{task}.methods.{method}.{key}: {err}"
+                            ) from None
                 if spec.needs_checkpoint:
                     checkpoint_methods.add((task, method))
             del task_obj
@@ -143,8 +175,26 @@ class WorkflowPlan:
         return (task, method) in self._checkpoint_methods
 
     def method_params(self, task: str, method: str) -> dict[str, Any]:
-        """The config's keyword parameters for a method (empty = the paper's defaults)."""
-        return dict(self.config["tasks"][task]["methods"][method] or {})
+        """The config's keyword parameters for a method (empty = the paper's defaults).
+
+        A value written ``{download: <file name>}`` names a file of the registry (e.g. GEARS'
+        ``gene2go_all.pkl``); it becomes the path of the downloaded file, which
+        :meth:`method_inputs` makes an input of the job.
+        """
+        params = dict(self.config["tasks"][task]["methods"][method] or {})
+        for key, value in params.items():
+            if _is_download(value):
+                params[key] = self.download_path(value["download"])
+        return params
+
+    def method_inputs(self, task: str, method: str) -> list[str]:
+        """Downloaded files the method's parameters refer to."""
+        params = self.config["tasks"][task]["methods"][method] or {}
+        return [self.download_path(v["download"]) for v in params.values() if _is_download(v)]
+
+    def download_path(self, filename: str) -> str:
+        """Where the download rule puts a registry file."""
+        return f"{self.data_dir}/downloads/{filename}"
 
     def method_env(self, task: str, method: str) -> str:
         """The ``envs/<name>.yaml`` file the method's rule runs in."""
@@ -192,3 +242,7 @@ class WorkflowPlan:
     def paper_table(self, task: str) -> str | None:
         """The paper's table file for a task, if it has one."""
         return get_task(task).paper_table
+
+
+def _is_download(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"download"}

@@ -1,11 +1,9 @@
 # Config validation and input functions shared by every rule.
 from pathlib import Path
 
-from snakemake.utils import validate
-
 from benchmark import workflow as wf
 
-validate(config, schema="../../config/schema.yaml")
+wf.validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
 PLAN = wf.WorkflowPlan.from_config(config)
 
 RESULTS = PLAN.results_dir

@@ -8,6 +8,7 @@ rule run_method:
         checkpoint=lambda wc: (
             PLAN.checkpoint_files() if PLAN.needs_checkpoint(wc.task, wc.method) else []
         ),
+        resources=lambda wc: PLAN.method_inputs(wc.task, wc.method),
     output:
         run=f"{RESULTS}/{{task}}/{{dataset}}/{{method}}/seed{{seed}}/run.json",
         scores=f"{RESULTS}/{{task}}/{{dataset}}/{{method}}/seed{{seed}}/scores.json",
