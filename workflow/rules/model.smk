@@ -26,7 +26,7 @@ rule pretrain:
         settings=lambda wc: config["model"]["pretrain"].get("settings", {}),
         out_dir=f"{RESULTS}/model/pretrained",
         work_dir=f"{RESULTS}/model/pretrain_work",
-    threads: workflow.cores
+    threads: lambda wc: PLAN.resources("pretrain")["threads"]
     resources:
         mem_mb=8000,
         runtime=24 * 60,

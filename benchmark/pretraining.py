@@ -1,0 +1,63 @@
+"""The workflow's pre-training step: scGPT's generative pre-training on the configured corpus."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from benchmark.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+EXPORTED_FILES = ("args.json", "vocab.json", "best_model.pt")
+
+
+def pretrain_checkpoint(
+    corpus: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str],
+    *,
+    settings: Mapping[str, Any] | None = None,
+    threads: int | None = None,
+) -> Path:
+    """Pre-train scGPT on ``corpus`` and publish the checkpoint and loss log in ``out_dir``.
+
+    Training state (periodic checkpoints for exact resume) lives in ``work_dir``, so an
+    interrupted workflow resumes where it stopped; ``out_dir`` receives the released layout
+    (``args.json``, ``vocab.json``, ``best_model.pt``) and ``loss.csv`` only when training ends.
+
+    Parameters
+    ----------
+    settings
+        Fields of :class:`scgpt.pretrain.PretrainConfig` (the config's
+        ``model.pretrain.settings``); ``data`` and ``output_dir`` are set here.
+    threads
+        CPU threads for torch (the job's share of the machine).
+    """
+    from scgpt.pretrain import PretrainConfig, pretrain
+
+    settings = dict(settings or {})
+    for reserved in ("data", "output_dir"):
+        if reserved in settings:
+            raise ValueError(
+                f"config model.pretrain.settings.{reserved}: set by the workflow; remove it"
+            )
+    if threads is not None:
+        settings.setdefault("num_threads", threads)
+    config = PretrainConfig(data=str(corpus), output_dir=str(work_dir), **settings)
+    exported = Path(pretrain(config))
+    missing = [name for name in EXPORTED_FILES if not (exported / name).is_file()]
+    if missing:
+        raise RuntimeError(f"pre-training finished but {exported} lacks {missing}")
+    out = Path(out_dir)
+    sources = {name: exported / name for name in EXPORTED_FILES}
+    sources["loss.csv"] = Path(work_dir) / "loss.csv"
+    for name, source in sources.items():
+        with atomic_path(out / name) as tmp:
+            shutil.copyfile(source, tmp)
+    log.info("pre-trained checkpoint in %s", out)
+    return out
