@@ -19,10 +19,15 @@ Generative model (per cell, natural-log scale)
    factor, a per-batch gene-wise log-normal scaling and extra, low-count-biased dropout.
 
 A CRISPRi-like knockdown of gene A multiplies A's transcription by a knockdown fraction, i.e.
-adds ``log(fraction)`` to A's log-abundance, and the change travels through ``R``. Because
-``R`` is linear, a double knockdown is exactly additive in log-abundance unless the simulator
-adds an explicit interaction term (synergy, buffering or a neomorphic effect), and the
-ground truth records which doubles got one.
+adds ``log(fraction)`` to A's log-abundance. A gene program is a pathway / complex whose
+output needs its members: knocking down member A of program P also lowers P's activity, in
+proportion to the log knockdown (``activity_P * dependency_A * log(fraction)``), which lowers
+all of P's genes (its master TFs included). Both changes travel through ``R``, so members of
+one program (a screen's gene "family") have similar responses and different programs
+different ones, as genes sharing a complex or pathway do in real Perturb-seq data. Because the
+response is linear in the log knockdown and ``R`` is linear, a double knockdown is exactly
+additive in log-abundance unless the simulator adds an explicit interaction term (synergy,
+buffering or a neomorphic effect), and the ground truth records which doubles got one.
 """
 
 from __future__ import annotations
@@ -710,24 +715,71 @@ def simulate_celltypes(
 _INTERACTIONS = ("synergy", "buffering", "neomorphic")
 
 
-def _pick_perturbed_genes(
+def _pick_screen_families(
     world: SimulationWorld, ctrl_expected: np.ndarray, n_genes: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Perturbed genes: ~60% expressed TFs with targets, the rest expressed non-TFs."""
-    out_degree = np.bincount(world.grn_source, minlength=world.n_genes)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Perturbed genes, screened family by family: (genes, program index of each gene).
+
+    A family is one gene program (pathway / complex); its perturbed members are its expressed
+    master-regulator TFs first, then expressed non-TF members. About four genes per family,
+    at least two, in as many families as the world allows.
+    """
     expressed = ctrl_expected >= 1.0
-    tfs = np.flatnonzero(world.is_tf & expressed & (out_degree >= 3))
-    others = np.flatnonzero(~world.is_tf & expressed)
-    n_tf = min(tfs.size, round(0.6 * n_genes))
-    chosen = list(rng.choice(tfs, n_tf, replace=False))
-    n_rest = n_genes - n_tf
-    if n_rest > others.size:
+    members = [
+        np.flatnonzero((world.program_of_gene == p) & expressed)
+        for p in range(len(world.program_names))
+    ]
+    eligible = [p for p, m in enumerate(members) if m.size >= 2]
+    n_fam = min(len(eligible), max(2, round(n_genes / 4)), n_genes // 2)
+    capacity = sum(members[p].size for p in eligible)
+    if n_fam < 1 or n_genes > capacity:
         raise ValueError(
-            f"simulate_perturbation: n_single={n_genes} needs more expressed genes than the "
-            f"world has ({tfs.size} TFs + {others.size} others)"
+            f"simulate_perturbation: n_single={n_genes} needs more expressed program genes "
+            f"than the world has ({capacity} in {len(eligible)} programs with >= 2)"
         )
-    chosen += list(rng.choice(others, n_rest, replace=False))
-    return np.array(rng.permutation(chosen), dtype=int)
+    families = [int(p) for p in rng.choice(eligible, n_fam, replace=False)]
+    # Family sizes as equal as the programs allow.
+    size = dict.fromkeys(families, 0)
+    for _ in range(n_genes):
+        open_ = [p for p in families if size[p] < members[p].size]
+        if not open_:  # the chosen programs are full: take in one more program
+            spare = [p for p in eligible if p not in size]
+            families.append(int(rng.choice(spare)))
+            size[families[-1]] = 0
+            open_ = [families[-1]]
+        size[min(open_, key=size.__getitem__)] += 1  # the first of the smallest families
+    genes, family = [], []
+    for p in families:
+        tfs = rng.permutation(members[p][world.is_tf[members[p]]])
+        others = rng.permutation(members[p][~world.is_tf[members[p]]])
+        chosen = np.concatenate([tfs, others])[: size[p]]
+        genes += chosen.tolist()
+        family += [p] * chosen.size
+    return np.asarray(genes, dtype=int), np.asarray(family, dtype=int)
+
+
+def _split_screen_genes(
+    genes: np.ndarray, family: np.ndarray, n_test: int, n_val: int, rng: np.random.Generator
+) -> dict[str, list[int]]:
+    """Test, validation and training genes, spread over the families.
+
+    Held-out genes are taken round-robin over the families (in a random order), never the
+    last training member of a family: every unseen gene has a relative seen in training,
+    as in real screens where a library targets several members of each complex or pathway.
+    Fewer than ``n_test + n_val`` genes are held out only when no family has one to spare.
+    """
+    pools = {p: list(rng.permutation(genes[family == p])) for p in pd.unique(family)}
+    order = [int(p) for p in rng.permutation(list(pools))]
+    held: dict[str, list[int]] = {"test": [], "val": []}
+    turn = 0
+    for split, n in (("test", n_test), ("val", n_val)):
+        while len(held[split]) < n and any(len(pool) > 1 for pool in pools.values()):
+            p = order[turn % len(order)]
+            turn += 1
+            if len(pools[p]) > 1:
+                held[split].append(int(pools[p].pop()))
+    train = [int(g) for p in order for g in pools[p]]
+    return {"test": sorted(held["test"]), "val": sorted(held["val"]), "train": sorted(train)}
 
 
 def _plan_doubles(
@@ -779,6 +831,7 @@ def simulate_perturbation(
     n_double: int = 15,
     seed: int = 0,
     knockdown_range: tuple[float, float] = (0.05, 0.3),
+    dependency_range: tuple[float, float] = (0.3, 0.7),
     nonadditive_fraction: float = 0.35,
     test_gene_fraction: float = 0.25,
     val_gene_fraction: float = 0.1,
@@ -789,18 +842,27 @@ def simulate_perturbation(
 ) -> ad.AnnData:
     """Simulate a Perturb-seq screen of single and double knockdowns in one cell line.
 
-    A knockdown of gene A multiplies A's abundance by a fraction drawn from
-    ``knockdown_range`` and propagates through the world's network. Doubles are the sum of
-    their singles' log-abundance shifts, except a ``nonadditive_fraction`` of them that get an
-    interaction: ``synergy`` (downstream effects x1.8), ``buffering`` (x0.3) or ``neomorphic``
-    (extra effects on genes neither single touches).
+    The screen targets gene families: about four expressed members (master-regulator TFs
+    first, then other members) of each of several gene programs. A knockdown of gene A
+    multiplies A's abundance by a fraction ``f`` drawn from ``knockdown_range`` and lowers
+    the activity of A's program by ``activity * dependency * log(f)`` (``dependency`` drawn
+    from ``dependency_range``; the program needs its members, like a complex its subunits);
+    both changes propagate through the world's network. Members of one family therefore
+    respond alike (the program's signature, plus a TF's own targets), and families differ.
+    Doubles are the sum of their singles' log-abundance shifts, except a
+    ``nonadditive_fraction`` of them that get an interaction: ``synergy`` (downstream
+    effects x1.8), ``buffering`` (x0.3) or ``neomorphic`` (extra effects on genes neither
+    single touches).
 
     Splits follow GEARS' "simulation" split: perturbed genes are divided into train, val and
     test genes; singles go to their gene's split; test (val) doubles combine test (val) genes
     with train genes so that 0, 1 or 2 of their genes are seen in training (``subgroup``
     ``combo_seen0/1/2``; unseen singles are ``single_unseen``); control cells and doubles of
     two train genes are ``train`` (subgroup ``"ctrl"`` / ``"train"``). A seen gene of a test
-    double always has its single in train.
+    double always has its single in train. Held-out genes are spread over the families and
+    every family keeps at least one training member, so an unseen gene always has a relative
+    seen in training (what GO-graph methods such as GEARS exploit); the family of a gene is
+    its program, which methods see in ``uns["simulation"]["programs"]``.
 
     Parameters
     ----------
@@ -818,6 +880,9 @@ def simulate_perturbation(
         Seed of this data set.
     knockdown_range
         Range of the remaining-abundance fraction after knockdown.
+    dependency_range
+        Range of a program's dependency on a perturbed member: the program's activity
+        changes by ``activity * dependency * log(fraction)`` when the member is knocked down.
     nonadditive_fraction
         Fraction of doubles with an interaction term.
     test_gene_fraction, val_gene_fraction
@@ -836,7 +901,8 @@ def simulate_perturbation(
         with the network, the true effects (``conditions``, ``true_delta``: conditions x
         genes change of log1p(normalised) expected expression vs control;
         ``true_logfc``: the same in natural-log abundance), ``nonadditive`` doubles,
-        ``knockdown_fraction``, ``gene_split`` and parameters.
+        ``knockdown_fraction``, ``dependency``, ``family`` (program of each perturbed
+        gene), ``gene_split`` and parameters.
     """
     world = _check_world(world)
     if n_single < 3 or n_double < 0 or n_ctrl_cells < 1 or n_cells_per_condition < 1:
@@ -850,19 +916,21 @@ def simulate_perturbation(
     ctrl_log = world.log_abundance(activity)
     ctrl_expected = world.library_size * _softmax(ctrl_log)
 
-    genes = _pick_perturbed_genes(world, ctrl_expected, n_single, rng)
+    genes, family = _pick_screen_families(world, ctrl_expected, n_single, rng)
     n_test = max(1, round(test_gene_fraction * n_single))
     n_val = max(1, round(val_gene_fraction * n_single))
-    gene_split = {
-        "test": sorted(genes[:n_test].tolist()),
-        "val": sorted(genes[n_test : n_test + n_val].tolist()),
-        "train": sorted(genes[n_test + n_val :].tolist()),
-    }
+    gene_split = _split_screen_genes(genes, family, n_test, n_val, rng)
     kd_fraction = dict(zip(genes.tolist(), rng.uniform(*knockdown_range, genes.size)))
+    family_of = dict(zip(genes.tolist(), family.tolist()))
+    dependency_of = dict(zip(genes.tolist(), rng.uniform(*dependency_range, genes.size)))
 
     def single_shift(gene: int) -> np.ndarray:
-        shift = np.zeros(world.n_genes)
-        shift[gene] = np.log(kd_fraction[gene])
+        # The knocked-down gene itself, and its program's output, which falls with the
+        # component's log knockdown (log-linear, so shifts of two knockdowns still add).
+        program = family_of[gene]
+        log_kd = np.log(kd_fraction[gene])
+        shift = activity[program] * dependency_of[gene] * log_kd * world.program_effect[program]
+        shift[gene] += log_kd
         return world.propagate(shift)
 
     # Conditions: singles then doubles, each with its shift, split and subgroup.
@@ -954,6 +1022,7 @@ def simulate_perturbation(
             "n_single": n_single,
             "n_double": n_double,
             "knockdown_range": list(knockdown_range),
+            "dependency_range": list(dependency_range),
             "nonadditive_fraction": nonadditive_fraction,
             "test_gene_fraction": test_gene_fraction,
             "val_gene_fraction": val_gene_fraction,
@@ -973,6 +1042,8 @@ def simulate_perturbation(
             "kind": list(nonadditive.values()),
         },
         "knockdown_fraction": {world.genes[g]: float(f) for g, f in kd_fraction.items()},
+        "dependency": {world.genes[g]: float(d) for g, d in dependency_of.items()},
+        "family": {world.genes[g]: world.program_names[p] for g, p in family_of.items()},
         "gene_split": {k: [world.genes[g] for g in v] for k, v in gene_split.items()},
     }
     return adata
