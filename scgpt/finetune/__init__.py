@@ -1,0 +1,24 @@
+"""Fine-tuning scGPT for the paper's tasks (generic APIs the task adapters call)."""
+
+from scgpt.finetune._common import adapt_model
+from scgpt.finetune.classifier import ClassifierResult, finetune_classifier, predict_classifier
+from scgpt.finetune.integration import IntegrationResult, finetune_integration
+from scgpt.finetune.perturbation import (
+    PerturbationResult,
+    parse_condition,
+    predict_perturbation,
+    train_perturbation_model,
+)
+
+__all__ = [
+    "ClassifierResult",
+    "IntegrationResult",
+    "PerturbationResult",
+    "adapt_model",
+    "finetune_classifier",
+    "finetune_integration",
+    "parse_condition",
+    "predict_classifier",
+    "predict_perturbation",
+    "train_perturbation_model",
+]

@@ -1,0 +1,163 @@
+"""Shared pieces of the fine-tuning functions: model adaptation, inputs, optimiser, loops."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+
+from scgpt._utils import autocast_context, logger, resolve_device
+from scgpt.checkpoint import load_state_dict_checked
+from scgpt.embed import ModelLike, resolve_model
+from scgpt.model import TransformerModel
+from scgpt.preprocess import gene_names
+from scgpt.vocab import GeneVocab, map_genes
+
+
+def adapt_model(model: TransformerModel, **changes: Any) -> TransformerModel:
+    """A model with configuration ``changes`` (new heads, batch norms ...), keeping every weight that fits.
+
+    Parameters
+    ----------
+    model
+        Source model.
+    **changes
+        :class:`~scgpt.model.ModelConfig` fields to change.
+
+    Returns
+    -------
+    TransformerModel
+        ``model`` itself when nothing changes, else a new model on the same device with
+        the old weights copied where names and shapes match (new modules keep their
+        initialisation; the copy is reported in the log).
+    """
+    cfg = model.config
+    if all(getattr(cfg, k) == v for k, v in changes.items()):
+        return model
+    new = TransformerModel(cfg.replace(**changes))
+    load_state_dict_checked(
+        new, model.state_dict(), skip_mismatched=True, source="the pre-trained model"
+    )
+    new.vocab = model.vocab
+    return new.to(model.device)
+
+
+def load_for_finetune(
+    model: ModelLike, vocab: GeneVocab | None, device: str | torch.device | None
+) -> tuple[TransformerModel, GeneVocab]:
+    """Resolve ``model`` (folder, model or tuple) and its vocabulary on ``device``."""
+    m, v = resolve_model(model, vocab=vocab, device=resolve_device(device))
+    m.vocab = v
+    return m, v
+
+
+def expression_inputs(
+    adata: AnnData,
+    vocab: GeneVocab,
+    *,
+    gene_col: str | None,
+    layer: str | None,
+    warn_below: float = 0.5,
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """CSR expression and the vocabulary index per gene (``-1`` when unknown)."""
+    ids, report = map_genes(gene_names(adata, gene_col), vocab, warn_below=warn_below)
+    if report.n_matched == 0:
+        raise ValueError(f"no gene of the data is in the model's vocabulary: {report}")
+    X = adata.layers[layer] if layer is not None else adata.X
+    return sp.csr_matrix(X, dtype=np.float32), ids
+
+
+def labels_array(adata: AnnData, labels: str | Iterable[Any]) -> np.ndarray:
+    """Labels as strings from an ``obs`` column name or a sequence (one per cell)."""
+    if isinstance(labels, str):
+        if labels not in adata.obs.columns:
+            raise KeyError(
+                f"labels {labels!r} is not an obs column (columns: {list(adata.obs.columns)})"
+            )
+        arr = adata.obs[labels].astype(str).to_numpy()
+    else:
+        arr = np.asarray([str(x) for x in labels])
+    if len(arr) != adata.n_obs:
+        raise ValueError(f"got {len(arr)} labels for {adata.n_obs} cells")
+    return arr
+
+
+def optimizer_and_scheduler(
+    model: torch.nn.Module, lr: float, weight_decay: float, schedule_gamma: float
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW and a per-epoch step decay (``schedule_ratio`` 0.9 in the tutorials)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=schedule_gamma)
+
+
+def run_epochs(
+    model: TransformerModel,
+    *,
+    epochs: int,
+    batches: Callable[[int], Iterable[dict[str, torch.Tensor]]],
+    loss_fn: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    precision: str,
+    max_grad_norm: float | None,
+    progress: bool,
+    desc: str,
+) -> list[dict[str, float]]:
+    """The shared training loop; returns the mean losses per epoch.
+
+    Parameters
+    ----------
+    batches
+        ``epoch -> iterable of batches`` (already on the model's device or CPU tensors).
+    loss_fn
+        ``batch -> dict`` of losses with a ``"loss"`` entry to minimise.
+    """
+    from tqdm.auto import tqdm
+
+    device = model.device
+    history: list[dict[str, float]] = []
+    model.train()
+    for epoch in range(epochs):
+        sums: dict[str, float] = {}
+        n = 0
+        items = list(batches(epoch))
+        for batch in tqdm(
+            items, desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False
+        ):
+            batch = {
+                k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+            }
+            with autocast_context(device, precision):
+                parts = loss_fn(batch)
+            optimizer.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            if max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            n += 1
+        scheduler.step()
+        row = {k: v / max(1, n) for k, v in sums.items()}
+        row["epoch"] = epoch + 1
+        history.append(row)
+        logger.info("%s epoch %d: %s", desc, epoch + 1, {k: round(v, 4) for k, v in row.items()})
+    model.eval()
+    return history
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Put ``model`` in eval mode for the block, restoring its mode afterwards."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)

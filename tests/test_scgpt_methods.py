@@ -1,0 +1,194 @@
+"""scGPT registered as a method of every task, run through the harness on a tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+
+from baselines.registry import get_method, list_methods
+from benchmark.runner import run_method
+from benchmark.simulate import make_world, simulate_celltypes, simulate_perturbation
+from scgpt import GeneVocab, save_pretrained
+from scgpt.model import ModelConfig, TransformerModel
+
+torch.set_num_threads(1)
+
+# Tiny settings: the point is the contract and that fine-tuning learns, not the paper's numbers.
+# The perturbation max_len is below the 400 genes on purpose: training then uses a random gene
+# subset per batch (the library's path for long inputs) and is quick.
+ANNOTATION = {"epochs": 8, "lr": 3e-3, "batch_size": 16, "max_len": 128, "device": "cpu"}
+INTEGRATION = {"epochs": 1, "lr": 1e-3, "batch_size": 32, "max_len": 64, "device": "cpu"}
+PERTURBATION = {"epochs": 1, "lr": 1e-3, "batch_size": 32, "max_len": 64, "n_control_cells": 10}
+
+# Fewer genes than max_len in training is the library's documented gene-subset path.
+SUBSET_WARNINGS = pytest.mark.filterwarnings(
+    "ignore:the data has:UserWarning", "ignore:predicting with all:UserWarning"
+)
+
+EXPECTED = {
+    ("annotation", "scgpt"): "scGPT",
+    ("annotation", "scgpt_scratch"): "scGPT (from scratch)",
+    ("reference_mapping", "scgpt_zeroshot"): "scGPT (zero-shot)",
+    ("integration", "scgpt"): "scGPT",
+    ("integration", "scgpt_scratch"): "scGPT (from scratch)",
+    ("integration", "scgpt_zeroshot"): "scGPT (zero-shot)",
+    ("perturbation", "scgpt"): "scGPT",
+    ("perturbation", "scgpt_scratch"): "scGPT (from scratch)",
+}
+
+
+def _checkpoint(folder, genes):
+    vocab = GeneVocab.from_genes(genes)
+    cfg = ModelConfig(
+        ntoken=vocab.num_embeddings,
+        pad_token_id=vocab.pad_id,
+        d_model=32,
+        nhead=4,
+        d_hid=32,
+        nlayers=1,
+        n_bins=11,
+        max_seq_len=128,
+        dropout=0.0,
+    )
+    # A seed other than the methods' seed 0, so "pre-trained" and "from scratch" differ.
+    torch.manual_seed(123)
+    return str(save_pretrained(TransformerModel(cfg), vocab, cfg, folder))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scgpt_methods")
+    celltypes = simulate_celltypes(n_cells=300, n_batches=2, seed=1)
+    perturb = simulate_perturbation(
+        n_ctrl_cells=60, n_cells_per_condition=6, n_single=6, n_double=3, seed=0
+    )
+    paths = {"celltypes": root / "celltypes.h5ad", "perturb": root / "perturb.h5ad"}
+    celltypes.write_h5ad(paths["celltypes"])
+    perturb.write_h5ad(paths["perturb"])
+    paths["checkpoint"] = _checkpoint(root / "ckpt", list(make_world().genes))
+    paths["foreign"] = _checkpoint(root / "foreign", [f"OTHER{i}" for i in range(20)])
+    return paths
+
+
+def _run(task, method, files, dataset, params, outdir, checkpoint=None):
+    record = run_method(
+        task,
+        method,
+        dataset,
+        files[dataset],
+        outdir,
+        seed=0,
+        params=params,
+        checkpoint=checkpoint or files["checkpoint"],
+    )
+    scores = json.loads((outdir / "scores.json").read_text())
+    return record, scores
+
+
+def test_registered_with_the_paper_labels():
+    from benchmark.tables import paper_values
+
+    found = {(s.task, s.name): s for s in list_methods() if s.name.startswith("scgpt")}
+    assert {key: spec.label for key, spec in found.items()} == EXPECTED
+    assert all(spec.needs_checkpoint for spec in found.values())
+    for table in ("annotation.csv", "integration.csv"):
+        labels = set(paper_values(table)["method"])
+        assert {"scGPT", "scGPT (from scratch)"} <= labels
+    # Defaults are the tutorials' settings.
+    ann = get_method("annotation", "scgpt").parameters()
+    assert (ann["lr"], ann["batch_size"], ann["epochs"], ann["max_len"]) == (1e-4, 32, 10, 3001)
+    pert = get_method("perturbation", "scgpt").parameters()
+    assert (pert["lr"], pert["batch_size"], pert["epochs"]) == (1e-4, 64, 15)
+    integ = get_method("integration", "scgpt").parameters()
+    assert (integ["ecs_threshold"], integ["ecs_weight"], integ["dsbn"]) == (0.8, 10.0, True)
+    for spec in found.values():
+        assert spec.parameters()["device"] == "auto"
+
+
+def test_annotation_learns_and_writes_the_embedding(files, tmp_path):
+    from benchmark.tasks.annotation import TASK
+
+    inputs = TASK.prepare(ad.read_h5ad(files["celltypes"]), seed=0)
+    labels, counts = np.unique(inputs["args"][0].obs["cell_type"].astype(str), return_counts=True)
+    majority = float(np.mean(inputs["truth"] == labels[counts.argmax()]))
+    accuracy = {}
+    for method in ("scgpt", "scgpt_scratch"):
+        out = tmp_path / method
+        record, scores = _run("annotation", method, files, "celltypes", ANNOTATION, out)
+        assert record["status"] == "ok", record["error"]
+        assert record["label"] == EXPECTED[("annotation", method)]
+        embedding = np.load(out / "embedding.npy")
+        assert embedding.shape == (inputs["truth"].size, 32) and np.isfinite(embedding).all()
+        accuracy[method] = scores["accuracy"]
+    assert accuracy["scgpt"] > majority + 0.2, (accuracy, majority)
+    assert accuracy["scgpt_scratch"] != accuracy["scgpt"]  # different initial weights
+
+
+def test_zero_shot_reference_mapping(files, tmp_path):
+    record, scores = _run(
+        "reference_mapping", "scgpt_zeroshot", files, "celltypes", {"max_len": 128}, tmp_path
+    )
+    assert record["status"] == "ok", record["error"]
+    assert 0.0 <= scores["accuracy"] <= 1.0 and "macro_f1" in scores
+    assert np.load(tmp_path / "embedding.npy").shape[1] == 32
+
+
+@pytest.mark.parametrize("method", ["scgpt", "scgpt_zeroshot", "scgpt_scratch"])
+def test_integration_embeddings(files, tmp_path, method):
+    params = {"max_len": 64} if method == "scgpt_zeroshot" else INTEGRATION
+    record, scores = _run("integration", method, files, "celltypes", params, tmp_path)
+    assert record["status"] == "ok", record["error"]
+    embedding = np.load(tmp_path / "embedding.npy")
+    assert embedding.shape == (300, 32) and np.isfinite(embedding).all()
+    np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, rtol=1e-4)
+    assert {"avg_bio", "avg_batch"} <= set(scores)
+
+
+@SUBSET_WARNINGS
+@pytest.mark.parametrize("method", ["scgpt", "scgpt_scratch"])
+def test_perturbation_contract(files, tmp_path, method):
+    record, scores = _run("perturbation", method, files, "perturb", PERTURBATION, tmp_path)
+    assert record["status"] == "ok", record["error"]
+    pred = ad.read_h5ad(tmp_path / "predictions.h5ad")
+    train_genes = ad.read_h5ad(files["perturb"]).var_names
+    assert list(pred.var_names) == list(train_genes) and pred.n_obs >= 1
+    assert np.isfinite(pred.X).all()
+    assert {"pearson_delta", "mse"} <= set(scores)
+
+
+@SUBSET_WARNINGS
+def test_direct_call_respects_the_seed(files):
+    from benchmark.tasks.perturbation import TASK
+
+    train, conditions = TASK.prepare(ad.read_h5ad(files["perturb"]), seed=0)["args"]
+    func = get_method("perturbation", "scgpt").func
+    params = {**PERTURBATION, "checkpoint": files["checkpoint"], "device": "cpu"}
+    first = func(train, conditions, seed=0, **params)
+    again = func(train, conditions, seed=0, **params)
+    other = func(train, conditions, seed=1, **params)
+    assert list(first.obs_names) == conditions
+    np.testing.assert_allclose(first.X, again.X, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(first.X, other.X)
+    # log-normalised scale: the model learns the training values' range, not bins or counts
+    assert float(np.abs(first.X).max()) < 20
+
+
+@pytest.mark.parametrize(
+    ("task", "method", "dataset"),
+    [
+        ("annotation", "scgpt", "celltypes"),
+        ("reference_mapping", "scgpt_zeroshot", "celltypes"),
+        ("integration", "scgpt_zeroshot", "celltypes"),
+        ("perturbation", "scgpt", "perturb"),
+    ],
+)
+def test_no_gene_in_the_vocabulary_is_a_clear_failed_row(files, tmp_path, task, method, dataset):
+    params = {"epochs": 1} if method == "scgpt" else {}
+    record, scores = _run(task, method, files, dataset, params, tmp_path, files["foreign"])
+    assert record["status"] == "failed" and scores["status"] == "failed"
+    assert "none of the" in record["error"] and "vocabulary" in record["error"]
+    assert files["foreign"] in record["error"]
