@@ -33,6 +33,7 @@ EXPECTED = {
     ("annotation", "scgpt"): "scGPT",
     ("annotation", "scgpt_scratch"): "scGPT (from scratch)",
     ("reference_mapping", "scgpt_zeroshot"): "scGPT (zero-shot)",
+    ("reference_mapping", "scgpt_finetuned"): "scGPT (fine-tuned)",
     ("integration", "scgpt"): "scGPT",
     ("integration", "scgpt_scratch"): "scGPT (from scratch)",
     ("integration", "scgpt_zeroshot"): "scGPT (zero-shot)",
@@ -192,3 +193,30 @@ def test_no_gene_in_the_vocabulary_is_a_clear_failed_row(files, tmp_path, task, 
     assert record["status"] == "failed" and scores["status"] == "failed"
     assert "none of the" in record["error"] and "vocabulary" in record["error"]
     assert files["foreign"] in record["error"]
+
+
+def test_finetuned_reference_mapping(files, tmp_path):
+    import pandas as pd
+
+    from benchmark.tasks.reference_mapping import TASK
+
+    inputs = TASK.prepare(ad.read_h5ad(files["celltypes"]), seed=0)
+    labels, counts = np.unique(inputs["args"][0].obs["cell_type"].astype(str), return_counts=True)
+    majority = float(np.mean(inputs["truth"] == labels[counts.argmax()]))
+    params = {**ANNOTATION, "k": 10}
+    record, scores = _run(
+        "reference_mapping", "scgpt_finetuned", files, "celltypes", params, tmp_path
+    )
+    assert record["status"] == "ok", record["error"]
+    assert record["label"] == "scGPT (fine-tuned)"
+    predictions = pd.read_csv(tmp_path / "predictions.csv")
+    assert list(predictions["true"].astype(str)) == list(inputs["truth"])
+    assert set(predictions["predicted"].astype(str)) <= set(labels)
+    embedding = np.load(tmp_path / "embedding.npy")
+    assert embedding.shape == (inputs["truth"].size, 32) and np.isfinite(embedding).all()
+    assert scores["accuracy"] > majority + 0.2, (scores["accuracy"], majority)
+    spec = get_method("reference_mapping", "scgpt_finetuned")
+    assert spec.parameters() == {
+        **get_method("annotation", "scgpt").parameters(),
+        "k": 10,
+    }
