@@ -14,7 +14,7 @@ import yaml
 from benchmark.workflow import ConfigError, WorkflowPlan
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--nolock", "-n", "--quiet", "rules"]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--nolock", "-n", "--forceall", "--quiet", "rules"]
 
 
 def _demo_config() -> dict:
