@@ -89,7 +89,7 @@ class WorkflowPlan:
         checkpoint_methods = set()
         for task in tasks:
             try:
-                task_obj = get_task(task)
+                get_task(task)
             except KeyError as err:
                 raise ConfigError(f"config tasks.{task}: {err.args[0]}") from None
             section = config["tasks"][task]
@@ -117,7 +117,6 @@ class WorkflowPlan:
                             ) from None
                 if spec.needs_checkpoint:
                     checkpoint_methods.add((task, method))
-            del task_obj
             for dataset, method, seed in itertools.product(
                 section["datasets"], section["methods"], config["seeds"]
             ):
@@ -238,10 +237,6 @@ class WorkflowPlan:
                 f"{self.results_dir}/figures/{task}/{dataset}" for dataset in self.datasets_of(task)
             ]
         return targets
-
-    def paper_table(self, task: str) -> str | None:
-        """The paper's table file for a task, if it has one."""
-        return get_task(task).paper_table
 
 
 def _is_download(value: Any) -> bool:
