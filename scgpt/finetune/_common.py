@@ -108,8 +108,11 @@ def run_epochs(
     max_grad_norm: float | None,
     progress: bool,
     desc: str,
+    validate: Callable[[], dict[str, float]] | None = None,
+    monitor: str | None = None,
+    patience: int | None = None,
 ) -> list[dict[str, float]]:
-    """The shared training loop; returns the mean losses per epoch.
+    """The shared training loop; returns the mean losses (and validation scores) per epoch.
 
     Parameters
     ----------
@@ -117,11 +120,22 @@ def run_epochs(
         ``epoch -> iterable of batches`` (already on the model's device or CPU tensors).
     loss_fn
         ``batch -> dict`` of losses with a ``"loss"`` entry to minimise.
+    validate
+        Called in eval mode after every epoch; its scores join the epoch's history row.
+    monitor
+        Key of ``validate``'s scores to maximise: the weights of the best epoch are restored
+        at the end (the official tutorials keep a copy of the best model the same way) and
+        that epoch's row gets ``"best": 1.0``. A NaN score never counts as the best.
+    patience
+        Stop after this many epochs without a better ``monitor`` score (``None``: never).
     """
     from tqdm.auto import tqdm
 
+    if monitor is not None and validate is None:
+        raise ValueError(f"monitor={monitor!r} needs a validate function")
     device = model.device
     history: list[dict[str, float]] = []
+    best_score, best_state, best_row, stale = -np.inf, None, None, 0
     model.train()
     for epoch in range(epochs):
         sums: dict[str, float] = {}
@@ -146,8 +160,29 @@ def run_epochs(
         scheduler.step()
         row = {k: v / max(1, n) for k, v in sums.items()}
         row["epoch"] = epoch + 1
+        if validate is not None:
+            with eval_mode(model):
+                row.update(validate())
         history.append(row)
         logger.info("%s epoch %d: %s", desc, epoch + 1, {k: round(v, 4) for k, v in row.items()})
+        if monitor is None:
+            continue
+        if monitor not in row:
+            raise KeyError(f"validation scores {sorted(row)} lack the monitored {monitor!r}")
+        if row[monitor] > best_score:  # False for NaN
+            best_score, best_row, stale = row[monitor], row, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if patience is not None and stale >= patience:
+                logger.info("%s: no better %s for %d epochs, stopping", desc, monitor, stale)
+                break
+    if best_state is not None and best_row is not None:
+        model.load_state_dict(best_state)
+        best_row["best"] = 1.0
+        logger.info(
+            "%s: keeping epoch %d (%s %.4f)", desc, int(best_row["epoch"]), monitor, best_score
+        )
     model.eval()
     return history
 

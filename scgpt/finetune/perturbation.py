@@ -11,6 +11,14 @@ Long inputs are never silently truncated: when a data set has more genes than ``
 each training batch uses a random subset of ``max_len`` genes (always including the batch's
 perturbed genes; all genes are seen over the batches) and a warning says so; prediction
 always runs on all genes (with a warning that the sequence is longer than in training).
+
+Conditions of the validation split (``obs[split_key] == val_split``) are held out of
+training, predicted after every epoch and scored by Pearson-delta (correlation of the
+predicted and observed change from the control mean over all genes); the weights of the
+best epoch are kept, as the tutorial keeps its best model on the validation set, and
+training stops early after ``early_stop`` epochs without improvement. The tutorial ranks
+epochs by the Pearson correlation of the expression itself; that one is close to 1 for any
+model that reproduces the control profile, so the change is ranked instead.
 """
 
 from __future__ import annotations
@@ -61,7 +69,10 @@ class PerturbationResult:
     max_len
         Sequence length used in training.
     history
-        Mean losses per epoch.
+        Mean losses per epoch, with ``val_pearson_delta`` when there was a validation split
+        and ``best`` = 1 on the epoch whose weights the model holds.
+    val_conditions
+        Conditions held out of training for epoch selection.
     """
 
     model: TransformerModel
@@ -71,6 +82,13 @@ class PerturbationResult:
     condition_key: str
     max_len: int
     history: list[dict[str, float]] = field(default_factory=list)
+    val_conditions: list[str] = field(default_factory=list)
+
+    @property
+    def best_epoch(self) -> int | None:
+        """Epoch (1-based) whose weights the model holds; ``None`` without validation."""
+        best = [row["epoch"] for row in self.history if row.get("best")]
+        return int(best[0]) if best else None
 
 
 def parse_condition(condition: str, control: str = "ctrl") -> list[str]:
@@ -104,6 +122,64 @@ def _dense_rows(X: np.ndarray | sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
     )
 
 
+@torch.inference_mode()
+def _predict_means(
+    model: TransformerModel,
+    X: np.ndarray | sp.csr_matrix,
+    gene_ids: torch.Tensor,
+    flags: Sequence[np.ndarray],
+    control_rows: Sequence[np.ndarray],
+    *,
+    batch_size: int,
+    precision: str,
+    progress: bool = False,
+) -> np.ndarray:
+    """Mean predicted expression per condition: ``flags[i]`` applied to ``control_rows[i]``."""
+    from tqdm.auto import tqdm
+
+    dev = model.device
+    out = np.zeros((len(flags), len(gene_ids)), dtype=np.float32)
+    for ci in tqdm(range(len(flags)), desc="predict_perturbation", disable=not progress):
+        flag = torch.as_tensor(flags[ci], device=dev)
+        rows = control_rows[ci]
+        total = np.zeros(len(gene_ids), dtype=np.float64)
+        for s in range(0, len(rows), batch_size):
+            part = rows[s : s + batch_size]
+            vals = torch.from_numpy(_dense_rows(X, part)).to(dev)
+            B = len(part)
+            with autocast_context(dev, precision):
+                pred = model(gene_ids.expand(B, -1), vals, None, pert_flags=flag.expand(B, -1))
+            total += pred["mlm_output"].float().sum(0).cpu().numpy()
+        out[ci] = total / len(rows)
+    return out
+
+
+def _pearson_delta(predicted: np.ndarray, observed: np.ndarray, ctrl_mean: np.ndarray) -> float:
+    """Mean over conditions of corr(predicted - control, observed - control); NaN if undefined."""
+    values = []
+    for p, o in zip(predicted - ctrl_mean, observed - ctrl_mean):
+        if np.std(p) > 0 and np.std(o) > 0:
+            values.append(float(np.corrcoef(p, o)[0, 1]))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _validation_split(
+    adata: AnnData, conds: np.ndarray, control: str, split_key: str | None, val_split: str
+) -> list[str]:
+    """Non-control conditions whose cells are all in the validation split."""
+    if split_key is None or split_key not in adata.obs.columns:
+        return []
+    in_val = adata.obs[split_key].astype(str).to_numpy() == val_split
+    val = sorted({c for c in np.unique(conds[in_val]) if c != control})
+    mixed = [c for c in val if not in_val[conds == c].all()]
+    if mixed:
+        raise ValueError(
+            f"obs[{split_key!r}]: condition(s) {mixed[:5]} have cells both in {val_split!r} and in "
+            "other splits; a split assigns whole conditions"
+        )
+    return val
+
+
 def train_perturbation_model(
     model: ModelLike,
     adata: AnnData,
@@ -115,6 +191,10 @@ def train_perturbation_model(
     lr: float = 1e-4,
     batch_size: int = 64,
     max_len: int = 1536,
+    split_key: str | None = "split",
+    val_split: str = "val",
+    early_stop: int | None = 10,
+    val_control_cells: int = 100,
     weight_decay: float = 0.0,
     schedule_gamma: float = 0.9,
     gene_col: str | None = None,
@@ -129,7 +209,8 @@ def train_perturbation_model(
 
     Every perturbed cell is paired with a random control cell each epoch: input = control
     expression + flags of the condition's genes, target = the perturbed cell. Control cells
-    are paired with another control cell and no flag.
+    are paired with another control cell and no flag. Conditions of the validation split
+    select the epoch (module docstring).
 
     Parameters
     ----------
@@ -143,6 +224,14 @@ def train_perturbation_model(
         Vocabulary when ``model`` is a bare model.
     epochs, lr, batch_size, max_len, weight_decay, schedule_gamma, max_grad_norm
         Training settings.
+    split_key, val_split
+        ``obs`` column of the split and its validation value: those conditions are held out
+        of training and rank the epochs (``split_key=None`` or no such cells: every cell
+        trains and the last epoch is kept).
+    early_stop
+        Epochs without a better validation Pearson-delta before stopping (``None``: never).
+    val_control_cells
+        Control cells (a fixed sample) averaged per validation condition.
     gene_col, layer
         Gene symbols column and expression layer.
     device, precision, seed, progress
@@ -162,6 +251,14 @@ def train_perturbation_model(
     ctrl_rows = np.flatnonzero(conds == control)
     if ctrl_rows.size == 0:
         raise ValueError(f"no control cells ({condition_key} == {control!r}) in the training data")
+    val_conditions = _validation_split(adata, conds, control, split_key, val_split)
+    train_rows = np.flatnonzero(~np.isin(conds, val_conditions))
+    if val_conditions:
+        logger.info(
+            "perturbation: %d validation condition(s) held out to select the epoch: %s",
+            len(val_conditions),
+            val_conditions,
+        )
     genes = [str(g) for g in gene_names(adata, gene_col)]
     ids, report = map_genes(genes, vocab)
     if report.n_matched < report.n_total:
@@ -195,7 +292,7 @@ def train_perturbation_model(
     rng = np.random.default_rng(seed)
 
     def batches(epoch: int):
-        order = rng.permutation(adata.n_obs)
+        order = rng.permutation(train_rows)
         for s in range(0, len(order), batch_size):
             rows = order[s : s + batch_size]
             src = rng.choice(ctrl_rows, size=len(rows))
@@ -223,6 +320,33 @@ def train_perturbation_model(
             )
         }
 
+    validate = None
+    if val_conditions:
+        val_ctrl = np.random.default_rng(seed + 1).choice(
+            ctrl_rows, size=min(val_control_cells, ctrl_rows.size), replace=False
+        )
+        ctrl_mean = np.asarray(X[ctrl_rows].mean(axis=0), dtype=np.float64).ravel()
+        observed = np.stack(
+            [
+                np.asarray(X[conds == c].mean(axis=0), dtype=np.float64).ravel()
+                for c in val_conditions
+            ]
+        )
+        val_flags = [cond_flags[c] for c in val_conditions]
+        gid_dev = gid_t.to(m.device)
+
+        def validate() -> dict[str, float]:
+            predicted = _predict_means(
+                m,
+                X,
+                gid_dev,
+                val_flags,
+                [val_ctrl] * len(val_flags),
+                batch_size=batch_size,
+                precision=precision,
+            )
+            return {"val_pearson_delta": _pearson_delta(predicted, observed, ctrl_mean)}
+
     opt, sched = optimizer_and_scheduler(m, lr, weight_decay, schedule_gamma)
     history = run_epochs(
         m,
@@ -235,6 +359,9 @@ def train_perturbation_model(
         max_grad_norm=max_grad_norm,
         progress=progress,
         desc="perturbation",
+        validate=validate,
+        monitor="val_pearson_delta" if validate is not None else None,
+        patience=early_stop,
     )
     return PerturbationResult(
         model=m,
@@ -244,6 +371,7 @@ def train_perturbation_model(
         condition_key=condition_key,
         max_len=max_len,
         history=history,
+        val_conditions=val_conditions,
     )
 
 
@@ -283,8 +411,6 @@ def predict_perturbation(
         One row per condition (``obs_names`` = conditions), ``var_names`` = the training
         genes, ``X`` = mean predicted log-normalised expression.
     """
-    from tqdm.auto import tqdm
-
     m = result.model
     genes = [str(g) for g in gene_names(adata, gene_col)]
     if genes != result.genes:
@@ -316,26 +442,19 @@ def predict_perturbation(
     X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
     rng = np.random.default_rng(seed)
     gene_pos = {g: i for i, g in enumerate(result.genes)}
-    gid = torch.as_tensor(result.gene_ids, device=m.device)
-    dev = m.device
-    out = np.zeros((len(conditions), n_genes), dtype=np.float32)
+    flags = [_flags_for(n_genes, gene_pos, c, result.control) for c in conditions]
+    rows = [rng.choice(ctrl, size=min(n_control_cells, ctrl.size), replace=False) for _ in flags]
     with eval_mode(m):
-        for ci, cond in enumerate(
-            tqdm(list(conditions), desc="predict_perturbation", disable=not progress)
-        ):
-            flags = torch.as_tensor(_flags_for(n_genes, gene_pos, cond, result.control), device=dev)
-            rows = rng.choice(ctrl, size=min(n_control_cells, ctrl.size), replace=False)
-            total = np.zeros(n_genes, dtype=np.float64)
-            for s in range(0, len(rows), batch_size):
-                part = rows[s : s + batch_size]
-                vals = torch.from_numpy(_dense_rows(X, part)).to(dev)
-                B = len(part)
-                with autocast_context(dev, precision):
-                    pred = m(gid.expand(B, -1), vals, None, pert_flags=flags.expand(B, -1))[
-                        "mlm_output"
-                    ]
-                total += pred.float().sum(0).cpu().numpy()
-            out[ci] = total / len(rows)
+        out = _predict_means(
+            m,
+            X,
+            torch.as_tensor(result.gene_ids, device=m.device),
+            flags,
+            rows,
+            batch_size=batch_size,
+            precision=precision,
+            progress=progress,
+        )
     return AnnData(
         X=out,
         obs=pd.DataFrame(index=pd.Index([str(c) for c in conditions], name="condition")),
