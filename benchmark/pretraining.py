@@ -49,6 +49,7 @@ def pretrain_checkpoint(
     if threads is not None:
         settings.setdefault("num_threads", threads)
     config = PretrainConfig(data=str(corpus), output_dir=str(work_dir), **settings)
+    _discard_stale_run(config)
     exported = Path(pretrain(config))
     missing = [name for name in EXPORTED_FILES if not (exported / name).is_file()]
     if missing:
@@ -61,3 +62,23 @@ def pretrain_checkpoint(
             shutil.copyfile(source, tmp)
     log.info("pre-trained checkpoint in %s", out)
     return out
+
+
+def _discard_stale_run(config) -> None:
+    """Delete the work folder's checkpoints when they come from other settings.
+
+    Snakemake re-runs the rule when its settings change; the interrupted-run checkpoints of
+    the old settings can then never be resumed, so they go (with a warning naming what changed).
+    """
+    from scgpt.pretrain.run import IncompatibleRunError, check_resumable
+
+    work = Path(config.output_dir)
+    runs = [(work, 1.0)] + [
+        (work / f"fraction_{f:g}", float(f)) for f in config.data_fractions or ()
+    ]
+    for folder, fraction in runs:
+        try:
+            check_resumable(config, folder, fraction)
+        except IncompatibleRunError as err:
+            log.warning("%s Starting over: deleting %s", err, folder)
+            shutil.rmtree(folder)

@@ -96,6 +96,29 @@ def test_resume_gives_the_same_next_losses(corpus, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_checkpoints_of_other_settings_are_not_resumed(corpus, tmp_path):
+    from benchmark.pretraining import pretrain_checkpoint
+    from scgpt.pretrain.run import IncompatibleRunError
+
+    base = dict(data=str(corpus), warmup_steps=1, max_steps=4, save_every=2, log_every=1, **TINY)
+    work = tmp_path / "work"
+    pretrain(PretrainConfig(output_dir=str(work), stop_after_steps=2, **base))
+    wider = {**base, "d_model": 48, "d_hid": 48}
+    with pytest.raises(IncompatibleRunError, match=r"d_model: 32 -> 48.*d_hid|d_hid.*d_model"):
+        pretrain(PretrainConfig(output_dir=str(work), **wider))
+    # resume: false starts over (and deletes the old checkpoints, which could not be resumed).
+    pretrain(PretrainConfig(output_dir=str(work), resume=False, **{**wider, "max_steps": 1}))
+    assert [p.name for p in (work / "checkpoints").iterdir()] == ["step_000000001.pt"]
+
+    # The workflow wrapper starts over by itself (the rule re-runs when its settings change).
+    pretrain(PretrainConfig(output_dir=str(work), resume=False, stop_after_steps=2, **base))
+    settings = {k: v for k, v in wider.items() if k != "data"}
+    out = pretrain_checkpoint(corpus, tmp_path / "out", work, settings=settings)
+    _, _, config = load_pretrained(out)
+    assert config.d_model == 48
+    assert [r["step"] for r in _rows(work)] == ["1", "2", "3", "4"]
+
+
 def test_sharded_stream_fractions_and_ranks(corpus, tmp_path):
     shards = tmp_path / "shards"
     shards.mkdir()

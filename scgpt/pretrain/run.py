@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import json
 import os
 import random
 import time
@@ -170,6 +171,55 @@ class _LossLog:
             self.tb.close()
 
 
+RUN_ONLY_OPTIONS = frozenset(
+    {
+        "output_dir",
+        "device",
+        "num_threads",
+        "prefetch",
+        "save_every",
+        "keep_checkpoints",
+        "log_every",
+        "resume",
+        "stop_after_steps",
+        "tensorboard",
+        "progress",
+        "extra",
+    }
+)
+"""Options that may change between an interrupted run and its resumption."""
+
+
+class IncompatibleRunError(ValueError):
+    """The run folder holds checkpoints of a run with other training options."""
+
+
+def check_resumable(cfg: PretrainConfig, out_dir: Path, fraction: float = 1.0) -> None:
+    """Raise :class:`IncompatibleRunError` if ``out_dir``'s checkpoints came from other options.
+
+    Resuming is exact only for the same data, architecture and schedule; a folder whose
+    ``run_config.json`` differs in any option outside :data:`RUN_ONLY_OPTIONS` (or in the
+    data fraction) is named with the differing options.
+    """
+    saved_path = out_dir / "run_config.json"
+    if not _checkpoints(out_dir / "checkpoints") or not saved_path.is_file():
+        return
+    saved = json.loads(saved_path.read_text())
+    current = {**json.loads(json.dumps(cfg.to_dict())), "fraction": fraction}
+    differ = sorted(
+        key
+        for key in current
+        if key not in RUN_ONLY_OPTIONS and saved.get(key, current[key]) != current[key]
+    )
+    if differ:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in differ)
+        raise IncompatibleRunError(
+            f"{out_dir} holds checkpoints of a pre-training run with other options ({details}); "
+            "resuming would mix the two runs. Use another output_dir, delete that folder, or "
+            "set resume: false to start over."
+        )
+
+
 def _train_one(cfg: PretrainConfig, fraction: float, out_dir: Path, dist_info: _Dist) -> Path:
     device = resolve_device(cfg.device)
     if device.type == "cuda" and dist_info.world > 1:
@@ -226,8 +276,19 @@ def _train_one(cfg: PretrainConfig, fraction: float, out_dir: Path, dist_info: _
     )
 
     step, epoch, pos = 0, 0, 0
-    existing = _checkpoints(ckpt_dir) if cfg.resume else []
+    existing = _checkpoints(ckpt_dir)
+    if existing and not cfg.resume:
+        if dist_info.main:
+            logger.info(
+                "resume is off: deleting the %d checkpoint(s) in %s", len(existing), ckpt_dir
+            )
+            for path in existing:
+                path.unlink()
+        if dist_info.world > 1:
+            dist.barrier()
+        existing = []
     if existing:
+        check_resumable(cfg, out_dir, fraction)
         state = torch.load(existing[-1], map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
