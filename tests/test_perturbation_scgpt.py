@@ -193,3 +193,22 @@ def test_a_condition_split_across_splits_is_an_error(screen, checkpoint) -> None
     broken.obs.iloc[first, broken.obs.columns.get_loc("split")] = "train"
     with pytest.raises(ValueError, match=re.escape(f"{condition!r}]") + ".*both in 'val'"):
         train_perturbation_model(checkpoint, broken, epochs=1, device="cpu", progress=False)
+
+
+def test_headroom_script_reference_predictors(screen, tmp_path) -> None:
+    """benchmarks/perturbation_headroom.py: the oracles rank as their definitions imply."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "perturbation_headroom.py"
+    spec = importlib.util.spec_from_file_location("perturbation_headroom", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    adata = screen["data"].copy()  # log-normalised, with the split and the simulation's programs
+    adata.uns = {"simulation": {"programs": dict(screen["args"][0].uns["simulation"]["programs"])}}
+    scores = module.reference_predictors(adata)
+    unseen = {name: table["single_unseen"] for name, table in scores.items()}
+    assert unseen["train_mean_plus_observed_knockdown"] > unseen["train_mean"] + 0.05
+    assert unseen["program_mean"] > unseen["train_mean"] + 0.05
+    assert unseen["program_mean_plus_observed_knockdown"] >= unseen["program_mean"]
