@@ -26,7 +26,6 @@ cosine similarity (centred embeddings) of gene pairs within one program and betw
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -51,8 +50,12 @@ def _as_prediction(X: np.ndarray, inputs: dict) -> ad.AnnData:
 
 
 def _subgroup_means(table: pd.DataFrame) -> dict[str, float]:
-    out = {"all": float(table["pearson_delta"].mean())}
-    out.update(table.groupby("subgroup")["pearson_delta"].mean().round(4).to_dict())
+    # Undefined (NaN) for a group with any undefined condition, as in the task's tables.
+    scores = table["pearson_delta"]
+    out = {"all": scores.mean(skipna=False)}
+    out.update(
+        {name: group.mean(skipna=False) for name, group in scores.groupby(table["subgroup"])}
+    )
     return {k: round(float(v), 4) for k, v in out.items()}
 
 
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             **embedding_program_cohesion(Path(args.checkpoint), adata),
         }
     write_json(result, args.output)
-    print(json.dumps(result, indent=2))
+    print(Path(args.output).read_text())
     return 0
 
 
