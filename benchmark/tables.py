@@ -118,15 +118,32 @@ def _cell(mean: float, se: float, paper: float) -> str:
     return text
 
 
-def to_markdown(table: pd.DataFrame, metrics: Sequence[str], title: str) -> str:
-    """Render the table: one row per dataset and method, ``mean ± SE (paper)`` per metric."""
-    header = ["dataset", "method", "seeds", *metrics, "time (s)", "status"]
+def to_markdown(
+    table: pd.DataFrame,
+    metrics: Sequence[str],
+    title: str,
+    breakdown: Sequence[str] = (),
+) -> str:
+    """Render the table: one row per dataset and method, ``mean ± SE (paper)`` per metric.
+
+    ``breakdown`` metrics (columns of ``table`` too) follow in a second table.
+    """
     lines = [
         f"# {title}",
         "",
         "Measured mean ± standard error over seeds; the paper's value in parentheses where it "
         "reports one. `—`: not defined or not computed (see `status`).",
         "",
+        *_markdown_rows(table, metrics),
+    ]
+    if breakdown:
+        lines += ["", "## By group", "", *_markdown_rows(table, breakdown)]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_rows(table: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
+    header = ["dataset", "method", "seeds", *metrics, "time (s)", "status"]
+    lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
     ]
@@ -143,7 +160,7 @@ def to_markdown(table: pd.DataFrame, metrics: Sequence[str], title: str) -> str:
             status,
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_task_table(
@@ -154,11 +171,16 @@ def write_task_table(
     *,
     title: str,
     paper_table: str | None = None,
+    breakdown: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Collect runs, aggregate over seeds, add the paper's values and write CSV + Markdown."""
+    """Collect runs, aggregate over seeds, add the paper's values and write CSV + Markdown.
+
+    ``breakdown``: further metrics, aggregated the same way and shown in a second table.
+    """
     runs = collect_runs(run_files)
-    table = aggregate(runs, metrics)
-    table = add_paper_columns(table, paper_values(paper_table) if paper_table else None, metrics)
+    every = [*metrics, *(m for m in breakdown if m not in metrics)]
+    table = aggregate(runs, every)
+    table = add_paper_columns(table, paper_values(paper_table) if paper_table else None, every)
     write_csv(table, out_csv, index=False)
-    write_text(to_markdown(table, metrics, title), out_md)
+    write_text(to_markdown(table, metrics, title, breakdown), out_md)
     return table

@@ -158,6 +158,28 @@ def test_aggregate_mean_and_standard_error():
     assert math.isnan(tables.standard_error([0.4]))
 
 
+def test_breakdown_metrics_get_their_own_table(tmp_path):
+    runs = tmp_path / "m" / "seed0"
+    runs.mkdir(parents=True)
+    (runs / "run.json").write_text(
+        '{"task": "t", "dataset": "d", "method": "m", "label": "M", "seed": 0, "status": "ok", '
+        '"wall_seconds": 1.0, "peak_memory_mb": 5.0}'
+    )
+    (runs / "scores.json").write_text('{"acc": 0.5, "acc_single": 0.25}')
+    table = tables.write_task_table(
+        [runs / "run.json"],
+        ["acc"],
+        tmp_path / "t.csv",
+        tmp_path / "t.md",
+        title="toy",
+        breakdown=["acc_single", "acc_double"],
+    )
+    assert table.loc[0, "acc_single"] == 0.25 and math.isnan(table.loc[0, "acc_double"])
+    head, groups = (tmp_path / "t.md").read_text().split("## By group")
+    assert "acc_single" not in head and "| 0.500 |" in head
+    assert "| acc_single | acc_double |" in groups and "| 0.250 | — |" in groups
+
+
 def test_paper_value_sits_beside_measured():
     table = pd.DataFrame(
         {

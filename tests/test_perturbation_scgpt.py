@@ -15,8 +15,8 @@ from baselines.registry import get_method
 from benchmark.conditions import parse_condition
 from benchmark.simulate import make_world, simulate_perturbation
 from benchmark.tasks.perturbation import TASK
-from scgpt import GeneVocab, save_pretrained, train_perturbation_model
-from scgpt.model import ModelConfig, TransformerModel
+from scgpt import train_perturbation_model
+from tests._models import random_checkpoint
 
 torch.set_num_threads(1)
 
@@ -28,21 +28,10 @@ pytestmark = pytest.mark.filterwarnings(
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
-    vocab = GeneVocab.from_genes(list(make_world().genes))
-    cfg = ModelConfig(
-        ntoken=vocab.num_embeddings,
-        pad_token_id=vocab.pad_id,
-        d_model=64,
-        nhead=4,
-        d_hid=64,
-        nlayers=1,
-        n_bins=11,
-        max_seq_len=128,
-        dropout=0.0,
-    )
-    torch.manual_seed(123)
     folder = tmp_path_factory.mktemp("perturbation_ckpt")
-    return str(save_pretrained(TransformerModel(cfg), vocab, cfg, folder))
+    return random_checkpoint(
+        folder, make_world().genes, seed=123, d_model=64, d_hid=64, max_seq_len=128
+    )
 
 
 @pytest.fixture(scope="module")
@@ -149,20 +138,19 @@ def test_run_epochs_restores_the_best_epoch_and_stops_early() -> None:
         return {"val_score": next(scripted)}
 
     opt, sched = optimizer_and_scheduler(model, 0.1, 0.0, 1.0)
+    loop = dict(
+        optimizer=opt, scheduler=sched, precision="fp32", max_grad_norm=None, progress=False
+    )
     history = run_epochs(
         model,
         epochs=6,
         batches=lambda epoch: [{"x": x, "y": y}],
         loss_fn=lambda b: {"loss": torch.nn.functional.mse_loss(model(b["x"]), b["y"])},
-        optimizer=opt,
-        scheduler=sched,
-        precision="fp32",
-        max_grad_norm=None,
-        progress=False,
         desc="test",
         validate=validate,
         monitor="val_score",
         patience=3,
+        **loop,
     )
     # epochs 3-5 are no better than epoch 2 (NaN never counts): stop after epoch 5
     assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5]
@@ -170,17 +158,7 @@ def test_run_epochs_restores_the_best_epoch_and_stops_early() -> None:
     torch.testing.assert_close(model.weight, snapshots[1])
     with pytest.raises(ValueError, match="validate"):
         run_epochs(
-            model,
-            epochs=1,
-            batches=lambda epoch: [],
-            loss_fn=lambda b: {},
-            optimizer=opt,
-            scheduler=sched,
-            precision="fp32",
-            max_grad_norm=None,
-            progress=False,
-            desc="test",
-            monitor="val_score",
+            model, epochs=1, batches=list, loss_fn=dict, desc="test", monitor="val_score", **loop
         )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -15,32 +17,20 @@ from scgpt import (
     load_pretrained,
     predict_classifier,
     predict_perturbation,
-    save_pretrained,
     train_perturbation_model,
 )
 from scgpt.finetune import parse_condition
-from scgpt.model import ModelConfig, TransformerModel
 from scgpt.synthetic import synthetic_counts
-from scgpt.vocab import GeneVocab
+from tests._models import random_checkpoint
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    vocab = GeneVocab.from_genes([f"GENE{i}" for i in range(40)] + ["EXTRA"])
-    cfg = ModelConfig(
-        ntoken=len(vocab),
-        pad_token_id=vocab.pad_id,
-        d_model=32,
-        nhead=4,
-        d_hid=32,
-        nlayers=2,
-        n_bins=11,
-        dropout=0.0,
-    )
-    torch.manual_seed(0)
-    return save_pretrained(TransformerModel(cfg), vocab, cfg, tmp_path_factory.mktemp("ckpt"))
+    genes = [f"GENE{i}" for i in range(40)] + ["EXTRA"]
+    folder = tmp_path_factory.mktemp("ckpt")
+    return Path(random_checkpoint(folder, genes, seed=0, nlayers=2, max_seq_len=1200))
 
 
 @pytest.fixture(scope="module")

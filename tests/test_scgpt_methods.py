@@ -12,8 +12,7 @@ import torch
 from baselines.registry import get_method, list_methods
 from benchmark.runner import run_method
 from benchmark.simulate import make_world, simulate_celltypes, simulate_perturbation
-from scgpt import GeneVocab, save_pretrained
-from scgpt.model import ModelConfig, TransformerModel
+from tests._models import random_checkpoint
 
 torch.set_num_threads(1)
 
@@ -43,21 +42,8 @@ EXPECTED = {
 
 
 def _checkpoint(folder, genes):
-    vocab = GeneVocab.from_genes(genes)
-    cfg = ModelConfig(
-        ntoken=vocab.num_embeddings,
-        pad_token_id=vocab.pad_id,
-        d_model=32,
-        nhead=4,
-        d_hid=32,
-        nlayers=1,
-        n_bins=11,
-        max_seq_len=128,
-        dropout=0.0,
-    )
     # A seed other than the methods' seed 0, so "pre-trained" and "from scratch" differ.
-    torch.manual_seed(123)
-    return str(save_pretrained(TransformerModel(cfg), vocab, cfg, folder))
+    return random_checkpoint(folder, genes, seed=123, max_seq_len=128)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,9 @@ class Task(abc.ABC):
         Headline metrics, in table order; :meth:`score` returns at least these keys.
     paper_table
         File name in ``benchmark/paper/`` with the paper's values for this task, if any.
+    breakdown
+        Further score keys shown in a second table (e.g. per condition group); a key a
+        dataset has no value for is shown as ``—``.
     required_obs
         obs columns the dataset must have for this task.
     """
@@ -32,6 +35,7 @@ class Task(abc.ABC):
     name: str
     metrics: tuple[str, ...]
     paper_table: str | None = None
+    breakdown: tuple[str, ...] = ()
     required_obs: tuple[str, ...] = ()
 
     @abc.abstractmethod

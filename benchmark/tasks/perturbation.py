@@ -202,6 +202,18 @@ class PerturbationTask(Task):
     name = "perturbation"
     metrics = CONDITION_METRICS
     paper_table = None  # the paper reports these values only in figures (Fig. 3a)
+    breakdown = tuple(
+        f"{metric}_{group}"
+        for group in (
+            "single",
+            "double",
+            "single_unseen",
+            "combo_seen0",
+            "combo_seen1",
+            "combo_seen2",
+        )
+        for metric in ("pearson_delta", "mse")
+    )
     required_obs = ("condition",)
 
     def prepare(self, adata: ad.AnnData, *, seed: int) -> dict[str, Any]:

@@ -14,4 +14,5 @@ with job_logging(snakemake.log[0]):
         snakemake.output.md,
         title=f"{task.name}: scgpt-bench vs the paper",
         paper_table=task.paper_table,
+        breakdown=task.breakdown,
     )
