@@ -78,13 +78,12 @@ def train_and_predict(
         seed=seed,
     )
     if result.history:
-        best = result.best_epoch
-        row = result.history[-1] if best is None else result.history[best - 1]
+        kept = result.best_epoch or len(result.history)
         log.info(
-            "scGPT perturbation: %d epoch(s) trained, keeping epoch %s: %s",
+            "scGPT perturbation: %d epoch(s) trained, keeping epoch %d: %s",
             len(result.history),
-            best if best is not None else len(result.history),
-            row,
+            kept,
+            result.history[kept - 1],
         )
     predicted = predict_perturbation(
         result,

@@ -73,6 +73,7 @@ import pandas as pd
 import scipy.sparse as sp
 import yaml
 
+from baselines.registry import TASKS as METHOD_TASKS
 from benchmark.conditions import normalise_condition, parse_condition
 from benchmark.genes import (
     DUPLICATE_POLICIES,
@@ -104,16 +105,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TASKS = (
-    "annotation",
-    "reference_mapping",
-    "integration",
-    "multiomics",
-    "perturbation",
-    "reverse_perturbation",
-    "grn",
-    "pretraining",
-)
+TASKS = (*METHOD_TASKS, "pretraining")
+"""Tasks a registry entry may list: every task methods register for, and pre-training."""
 KINDS = ("builtin", "dataset", "resource", "corpus")
 FORMATS = {
     "builtin": ("builtin",),

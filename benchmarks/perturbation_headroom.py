@@ -59,6 +59,12 @@ def _subgroup_means(table: pd.DataFrame) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in out.items()}
 
 
+def _program_of(adata: ad.AnnData) -> dict[str, str]:
+    """Gene -> its program in the simulator's ``uns["simulation"]["programs"]``."""
+    programs = adata.uns["simulation"]["programs"]
+    return {str(g): name for name, members in programs.items() for g in members}
+
+
 def reference_predictors(adata: ad.AnnData) -> dict[str, dict[str, float]]:
     """Pearson-delta per subgroup of the reference predictors (module docstring)."""
     inputs = TASK.prepare(adata, seed=0)
@@ -66,8 +72,7 @@ def reference_predictors(adata: ad.AnnData) -> dict[str, dict[str, float]]:
     genes = list(inputs["var_names"])
     ctrl = inputs["ctrl_mean"]
     observed = inputs["truth_mean"]
-    programs = adata.uns["simulation"]["programs"]
-    program_of = {str(g): name for name, members in programs.items() for g in members}
+    program_of = _program_of(adata)
 
     baseline = np.asarray(train_mean(train, conditions, seed=0).X, dtype=np.float64)
     singles, means, train_ctrl = pseudobulk(train)
@@ -124,8 +129,7 @@ def embedding_program_cohesion(checkpoint: Path, adata: ad.AnnData) -> dict[str,
     """Mean cosine of centred gene embeddings within one program and between programs."""
     from scgpt import gene_embeddings
 
-    programs = adata.uns["simulation"]["programs"]
-    program_of = {str(g): name for name, members in programs.items() for g in members}
+    program_of = _program_of(adata)
     table = gene_embeddings(str(checkpoint), [g for g in adata.var_names if g in program_of])
     labels = np.array([program_of[g] for g in table.index])
     X = table.to_numpy(dtype=np.float64)
