@@ -6,7 +6,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# A file given with --configfile is the whole configuration: the demo file is read only when
+# none is given (Snakemake would otherwise deep-merge the given file onto the demo's).
+# Defaults of absent keys come from config/schema.yaml and the methods' signatures.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -128,8 +129,16 @@ def register(
     return decorator
 
 
+METHOD_MODULES_ENV = "SCGPT_BENCH_METHOD_MODULES"
+
+
 def discover() -> None:
-    """Import every module of the :mod:`baselines` package so that its methods register."""
+    """Import every module of :mod:`baselines`, then those named in ``$SCGPT_BENCH_METHOD_MODULES``.
+
+    The environment variable (comma-separated importable module names) registers methods
+    that live outside this repository; it reaches the child process each job runs its method
+    in, which a registration made at run time in the parent would not.
+    """
     global _DISCOVERED
     if _DISCOVERED:
         return
@@ -139,6 +148,14 @@ def discover() -> None:
         if info.name.startswith("_") or info.name == "registry":
             continue
         importlib.import_module(f"baselines.{info.name}")
+    for name in filter(None, os.environ.get(METHOD_MODULES_ENV, "").split(",")):
+        try:
+            importlib.import_module(name.strip())
+        except ImportError as err:
+            raise ImportError(
+                f"${METHOD_MODULES_ENV} names module {name.strip()!r}, which cannot be "
+                f"imported: {err}"
+            ) from err
     _DISCOVERED = True
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -71,16 +70,29 @@ def fetch_checkpoint(source: Mapping[str, Any], out_dir: str | os.PathLike[str])
 
 
 def check_checkpoint_layout(files: Mapping[str, Path]) -> None:
-    """Check that args.json and vocab.json parse and best_model.pt is not empty."""
-    args = json.loads(Path(files["args.json"]).read_text())
+    """Check that args.json and vocab.json parse and best_model.pt looks like weights.
+
+    Raises
+    ------
+    scgpt.checkpoint.CorruptCheckpointError
+        (a ``ValueError``) naming the file and what is wrong with it.
+    """
+    from scgpt.checkpoint import CorruptCheckpointError, check_weights_file, read_args_json
+    from scgpt.vocab import GeneVocab
+
+    args = read_args_json(files["args.json"])
     for key in ("embsize", "nlayers", "nheads"):
         if key not in args:
-            raise ValueError(f"{files['args.json']}: no {key!r}; keys: {sorted(args)}")
-    vocab = json.loads(Path(files["vocab.json"]).read_text())
-    if not isinstance(vocab, dict) or "<pad>" not in vocab:
-        raise ValueError(f"{files['vocab.json']}: expected a {{gene: index}} object with '<pad>'")
-    if Path(files["best_model.pt"]).stat().st_size == 0:
-        raise ValueError(f"{files['best_model.pt']}: empty file")
+            raise CorruptCheckpointError(f"{files['args.json']}: no {key!r}; keys: {sorted(args)}")
+    try:
+        vocab = GeneVocab.from_file(files["vocab.json"])
+    except ValueError as err:
+        raise CorruptCheckpointError(str(err)) from None
+    if "<pad>" not in vocab:
+        raise CorruptCheckpointError(
+            f"{files['vocab.json']}: expected a {{gene: index}} object with '<pad>'"
+        )
+    check_weights_file(files["best_model.pt"])
 
 
 def _find(folder: Path, name: str, source: Mapping[str, Any]) -> Path:

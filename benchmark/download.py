@@ -222,6 +222,15 @@ def download(
         if problem is None:
             if record is not None and not record.exists():
                 # A file placed by hand or by an older run: trust it once and pin it.
+                log.warning(
+                    "%s has no known sha256 (registry sha256: null): trusting the file that "
+                    "is there and recording its digest %s in %s; later runs check against "
+                    "it. Compare it with the source's published digest, or put it in the "
+                    "registry.",
+                    dest,
+                    digest,
+                    record,
+                )
                 _write_record(record, digest, dest)
             return dest
         log.warning("%s exists but %s; downloading it again", dest, problem)
@@ -264,6 +273,13 @@ def download(
     if record is not None and expected is None:
         # Written before dest appears: a crash in between leaves a record and no dest, and
         # the next run's download is checked against it.
+        log.warning(
+            "%s: no known sha256 (registry sha256: null); the first download records its "
+            "digest %s in %s and later runs check against it",
+            url,
+            digest,
+            record,
+        )
         _write_record(record, digest, dest)
     os.replace(part, dest)
     return dest

@@ -16,7 +16,8 @@ def job_logging(
     """Send ``logging``, ``stdout`` and ``stderr`` of this job to ``log_path``.
 
     Libraries such as GEARS and scvi-tools print rather than log; capturing the streams keeps
-    their output with the job. Without a path, logging goes to stderr.
+    their output with the job. An exception leaving the block is written to the file with its
+    traceback before it propagates. Without a path, logging goes to stderr.
     """
     if log_path is None:
         logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -33,5 +34,11 @@ def job_logging(
         with contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
             try:
                 yield
+            except BaseException as err:
+                # Snakemake points the user at this file: the reason must be in it.
+                logging.getLogger("benchmark.job").error(
+                    "the job failed: %s: %s", type(err).__name__, err, exc_info=True
+                )
+                raise
             finally:
                 root.removeHandler(handler)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,54 @@ from benchmark.io import atomic_path
 log = logging.getLogger(__name__)
 
 EXPORTED_FILES = ("args.json", "vocab.json", "best_model.pt")
+
+
+def pretrain_config(
+    corpus: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str],
+    settings: Mapping[str, Any] | None = None,
+):
+    """The :class:`scgpt.pretrain.PretrainConfig` of the config's ``model.pretrain.settings``.
+
+    The workflow calls this at plan time too, so a mistyped or invalid setting fails the dry
+    run with the config key named, before any job removes the previous checkpoint.
+
+    Raises
+    ------
+    ValueError
+        ``config model.pretrain.settings.<key>: ...`` for a reserved, unknown or invalid key.
+    """
+    import pydantic
+
+    from scgpt.pretrain.config import PretrainConfig
+
+    settings = dict(settings or {})
+    where = "config model.pretrain.settings"
+    for reserved in ("data", "output_dir"):
+        if reserved in settings:
+            raise ValueError(f"{where}.{reserved}: set by the workflow; remove it")
+    valid = sorted(f.name for f in dataclasses.fields(PretrainConfig) if f.name != "extra")
+    unknown = sorted(set(settings) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"{where}.{unknown[0]}: not a pre-training option"
+            + (f" (also unknown: {unknown[1:]})" if unknown[1:] else "")
+            + f"; valid options: {valid}"
+        )
+    hints = typing.get_type_hints(PretrainConfig)
+    for key, value in settings.items():
+        try:
+            settings[key] = pydantic.TypeAdapter(hints[key]).validate_python(value)
+        except pydantic.ValidationError as err:
+            raise ValueError(
+                f"{where}.{key}: {value!r} is not a valid {hints[key]}: {err.errors()[0]['msg']}"
+            ) from None
+    try:
+        return PretrainConfig.from_dict(
+            {**settings, "data": str(corpus), "output_dir": str(work_dir)}
+        )
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
 def pretrain_checkpoint(
@@ -38,17 +88,12 @@ def pretrain_checkpoint(
     threads
         CPU threads for torch (the job's share of the machine).
     """
-    from scgpt.pretrain import PretrainConfig, pretrain
+    from scgpt.pretrain import pretrain
 
     settings = dict(settings or {})
-    for reserved in ("data", "output_dir"):
-        if reserved in settings:
-            raise ValueError(
-                f"config model.pretrain.settings.{reserved}: set by the workflow; remove it"
-            )
     if threads is not None:
         settings.setdefault("num_threads", threads)
-    config = PretrainConfig(data=str(corpus), output_dir=str(work_dir), **settings)
+    config = pretrain_config(corpus, work_dir, settings)
     _discard_stale_run(config)
     exported = Path(pretrain(config))
     missing = [name for name in EXPORTED_FILES if not (exported / name).is_file()]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
+import json
 import logging
 import os
 import platform
 import random
 import resource
+import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -47,6 +51,27 @@ TRACKED_PACKAGES = (
     "rpy2",
     "snakemake",
 )
+
+
+# Loggers whose warnings a result's reader must see (e.g. low vocabulary coverage):
+# copied into run.json and flagged in the tables.
+WARNING_LOGGERS = ("scgpt", "baselines", "benchmark")
+MAX_WARNINGS = 20
+
+
+class _WarningCollector(logging.Handler):
+    """Keeps the distinct WARNING-or-worse messages logged while a method runs."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR and record.name == __name__:
+            return  # the runner's own failure line repeats run.json's error
+        message = f"{record.name}: {record.getMessage()}"
+        if message not in self.messages and len(self.messages) < MAX_WARNINGS:
+            self.messages.append(message)
 
 
 def seed_everything(seed: int) -> None:
@@ -125,6 +150,9 @@ def run_method(
     }
     scores: dict[str, Any] = {}
     start = time.perf_counter()
+    warnings_seen = _WarningCollector()
+    for name in WARNING_LOGGERS:
+        logging.getLogger(name).addHandler(warnings_seen)
     try:
         spec = get_method(task, method)
         record["label"] = spec.label
@@ -159,6 +187,10 @@ def run_method(
         record["error"] = f"{type(err).__name__}: {err}"
         record["traceback"] = traceback.format_exc(limit=-8)
         log.error("%s/%s/%s seed %d failed: %s", task, dataset, method, seed, record["error"])
+    finally:
+        for name in WARNING_LOGGERS:
+            logging.getLogger(name).removeHandler(warnings_seen)
+    record["warnings"] = warnings_seen.messages
     record["wall_seconds"] = round(time.perf_counter() - start, 3)
     record["peak_memory_mb"] = round(peak_memory_mb(), 1)
     record["device"] = describe_device()
@@ -166,3 +198,139 @@ def run_method(
     write_json({"status": record["status"], **scores}, outdir / "scores.json")
     write_json(record, outdir / "run.json")
     return record
+
+
+RUN_FILES = ("run.json", "scores.json")
+
+
+def run_method_isolated(
+    task: str,
+    method: str,
+    dataset: str,
+    dataset_path: str | os.PathLike[str],
+    outdir: str | os.PathLike[str],
+    *,
+    seed: int,
+    params: dict[str, Any] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
+    log_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """:func:`run_method` in a child process, so that even a killed method becomes a failed row.
+
+    A method that is killed from outside (the kernel's out-of-memory killer, ``SIGKILL``, a
+    scheduler's time limit) cannot record its own failure. The child runs the method; this
+    parent, which holds no data, waits for it and writes ``run.json`` / ``scores.json`` with
+    ``status: failed``, the signal and the child's peak memory when the child died without
+    writing them. ``SIGTERM`` sent to the parent (SLURM at its time limit, ``scancel``) is
+    passed on to the child and recorded the same way. ``SIGINT`` (Ctrl-C) is an interruption,
+    not a result: the child is stopped, nothing is written and the job fails, so the next
+    run redoes it.
+
+    Parameters
+    ----------
+    log_path
+        File that receives the child's output (appended); ``None``: this process's streams.
+
+    Returns
+    -------
+    The run record in ``run.json``.
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:  # a stale record must never stand in for this run's
+        (outdir / name).unlink(missing_ok=True)
+    spec = {
+        "task": task,
+        "method": method,
+        "dataset": dataset,
+        "dataset_path": str(dataset_path),
+        "outdir": str(outdir),
+        "seed": seed,
+        "params": params or {},
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "threads": threads,
+    }
+    command = [sys.executable, "-m", "benchmark.runner", json.dumps(spec)]
+    log_file = open(log_path, "a", buffering=1) if log_path is not None else None
+    received: list[int] = []
+    start = time.perf_counter()
+    try:
+        child = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+
+        def forward(signum: int, _frame: Any) -> None:
+            received.append(signum)
+            child.send_signal(signum)
+
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            returncode = child.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    finally:
+        if log_file is not None:
+            log_file.close()
+    if signal.SIGINT in received:
+        raise KeyboardInterrupt(f"{task}/{dataset}/{method} seed {seed} interrupted")
+    if returncode == 0 and (outdir / "run.json").is_file():
+        return json.loads((outdir / "run.json").read_text())
+    reason = describe_exit(returncode, received)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    record: dict[str, Any] = {
+        "task": task,
+        "dataset": dataset,
+        "method": method,
+        "seed": seed,
+        "params": params or {},
+        "status": "failed",
+        "error": f"{reason} (peak memory {peak:.0f} MiB)",
+        "exit": {"returncode": returncode, "signals_received": received},
+        "wall_seconds": round(time.perf_counter() - start, 3),
+        "peak_memory_mb": round(peak, 1),
+        "device": describe_device(),
+        "versions": package_versions(),
+    }
+    log.error("%s/%s/%s seed %d failed: %s", task, dataset, method, seed, record["error"])
+    for name in RUN_FILES:  # the child may have written one before it died
+        (outdir / name).unlink(missing_ok=True)
+    write_json({"status": "failed"}, outdir / "scores.json")
+    write_json(record, outdir / "run.json")
+    return record
+
+
+def describe_exit(returncode: int, received: list[int]) -> str:
+    """Why a method's process ended without a result, in words a user can act on."""
+    if signal.SIGTERM in received:
+        return (
+            "terminated by SIGTERM sent to the job (a scheduler's time limit or a cancel); "
+            "raise the method's `runtime` under resources: in the config"
+        )
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        if -returncode == signal.SIGKILL:
+            return (
+                f"killed by {name} (signal {-returncode}): most often the out-of-memory killer "
+                "or a scheduler's memory limit; raise the method's `mem_mb` under resources:"
+            )
+        return f"killed by {name} (signal {-returncode})"
+    return f"the method's process exited with code {returncode} without writing run.json"
+
+
+def _main(argv: list[str] | None = None) -> None:
+    """Child side of :func:`run_method_isolated`: one JSON argument with the job."""
+    from threadpoolctl import threadpool_limits
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("job", help="JSON object with run_method's arguments")
+    job = json.loads(parser.parse_args(argv).job)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s"
+    )
+    positional = [job.pop(k) for k in ("task", "method", "dataset", "dataset_path", "outdir")]
+    with threadpool_limits(job["threads"]):
+        run_method(*positional, **job)
+
+
+if __name__ == "__main__":
+    _main()

@@ -35,6 +35,7 @@ def collect_runs(run_files: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
             "error": run.get("error"),
             "wall_seconds": run.get("wall_seconds"),
             "peak_memory_mb": run.get("peak_memory_mb"),
+            "warning": (run.get("warnings") or [None])[0],
         }
         row.update({k: v for k, v in scores.items() if k != "status"})
         rows.append(row)
@@ -73,6 +74,7 @@ def aggregate(runs: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
             "n_seeds": len(ok),
             "status": "ok" if len(ok) == len(group) else ("failed" if ok.empty else "partial"),
             "error": errors.iloc[0] if not errors.empty else None,
+            "warning": _first(group["warning"]) if "warning" in group else None,
             "wall_seconds": float(group["wall_seconds"].mean()),
             "peak_memory_mb": float(group["peak_memory_mb"].max()),
         }
@@ -84,6 +86,12 @@ def aggregate(runs: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
             row[f"{metric}_se"] = standard_error(values)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _first(values: pd.Series) -> str | None:
+    """The first non-missing string of ``values`` (``None`` when there is none)."""
+    present = values.dropna().astype(str)
+    return present.iloc[0] if not present.empty else None
 
 
 def add_paper_columns(
@@ -151,6 +159,8 @@ def _markdown_rows(table: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
         status = row["status"]
         if status != "ok" and isinstance(row.get("error"), str):
             status += f": {row['error'][:120]}".replace("|", "/").replace("\n", " ")
+        elif isinstance(row.get("warning"), str):
+            status += f" (warning: {row['warning'][:120]})".replace("|", "/").replace("\n", " ")
         cells = [
             str(row["dataset"]),
             str(row["label"]),

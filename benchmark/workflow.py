@@ -8,13 +8,15 @@ accepts the parameters the config gives it.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from baselines.registry import get_method
-from benchmark.datasets import load_registry
+from benchmark.datasets import DatasetError, check_builder_params, load_registry
+from benchmark.pretraining import pretrain_config
 from benchmark.tasks import get_task
 
 CHECKPOINT_FILES = ("args.json", "vocab.json", "best_model.pt")
@@ -46,6 +48,20 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> None:
         raise ConfigError(
             f"the configuration does not match {schema_path}:\n  " + "\n  ".join(problems)
         )
+    fill_schema_defaults(config, schema)
+
+
+def fill_schema_defaults(config: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Set every absent key that the schema gives a ``default`` (in place, nested objects too).
+
+    A ``--configfile`` is the whole configuration, so the defaults of keys it leaves out
+    come from the schema, never from the demo file.
+    """
+    for key, sub in schema.get("properties", {}).items():
+        if key not in config and "default" in sub:
+            config[key] = copy.deepcopy(sub["default"])
+        if isinstance(config.get(key), dict) and sub.get("type") == "object":
+            fill_schema_defaults(config[key], sub)
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,7 @@ class WorkflowPlan:
         except FileNotFoundError as err:
             raise ConfigError(f"config registry: {registry_path} does not exist") from err
         tasks = tuple(config["tasks"])
+        _check_dataset_params(config, registry, registry_path)
         jobs: list[Job] = []
         checkpoint_methods = set()
         for task in tasks:
@@ -98,6 +115,12 @@ class WorkflowPlan:
                     raise ConfigError(
                         f"config tasks.{task}.datasets: {dataset!r} is not in {registry_path}; "
                         f"known datasets: {sorted(registry.datasets)}"
+                    )
+                serves = registry.datasets[dataset].tasks
+                if task not in serves:
+                    raise ConfigError(
+                        f"config tasks.{task}.datasets: {dataset!r} is registered in "
+                        f"{registry_path} for tasks {list(serves)}, not {task!r}"
                     )
             for method, params in section["methods"].items():
                 try:
@@ -138,6 +161,10 @@ class WorkflowPlan:
                     raise ConfigError(
                         f"config model.pretrain.corpus: {dataset!r} is not in {registry_path}"
                     )
+            try:
+                pretrain_config("corpus.h5ad", "work", model.get("pretrain", {}).get("settings"))
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         return cls(
             config=config,
             registry=registry,
@@ -226,8 +253,13 @@ class WorkflowPlan:
         return dict(self.config.get("datasets", {}).get(dataset, {}) or {})
 
     def final_targets(self) -> list[str]:
-        """Tables of every task and figure folders of every (task, dataset)."""
-        targets = []
+        """Every job's ``run.json``, tables of every task and figures of every (task, dataset).
+
+        The run files are targets themselves because Snakemake skips a missing input of a
+        job whose outputs are up to date: a ``run.json`` lost to an interrupted run would
+        otherwise never be rebuilt while its table exists.
+        """
+        targets = [f"{self.run_dir(job)}/run.json" for job in self.jobs]
         for task in self.tasks:
             targets += [
                 f"{self.results_dir}/tables/{task}.md",
@@ -241,3 +273,19 @@ class WorkflowPlan:
 
 def _is_download(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"download"}
+
+
+def _check_dataset_params(config: dict[str, Any], registry: Any, registry_path: str) -> None:
+    """Builder parameters of ``datasets:`` name builtin entries and keys their builders take."""
+    for name, params in (config.get("datasets") or {}).items():
+        if name not in registry.datasets:
+            raise ConfigError(
+                f"config datasets.{name}: not in {registry_path}; "
+                f"known datasets: {sorted(registry.datasets)}"
+            )
+        try:
+            check_builder_params(name, registry.datasets[name], params)
+        except DatasetError as err:
+            raise ConfigError(
+                f"config datasets.{name}: {str(err).removeprefix(f'{name}: ')}"
+            ) from None

@@ -9,8 +9,9 @@ shape mismatch unless told to skip it.
 
 from __future__ import annotations
 
-import json
 import os
+import pickle
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,15 +21,19 @@ import torch
 
 from scgpt._utils import logger, torch_save_atomic, write_json_atomic
 from scgpt.model import ModelConfig, TransformerModel
+from scgpt.model.config import CorruptCheckpointError, read_args_json
 from scgpt.vocab import GeneVocab, map_genes
 
 __all__ = [
     "CheckpointMismatchError",
+    "CorruptCheckpointError",
     "LoadReport",
+    "check_weights_file",
     "convert_state_dict",
     "load_pretrained",
     "load_state_dict_checked",
     "map_genes",
+    "read_args_json",
     "save_pretrained",
 ]
 
@@ -223,7 +228,7 @@ def read_state_dict(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model weights not found: {path}")
-    obj = torch.load(path, map_location=map_location, weights_only=True)
+    obj = _torch_load_weights(path, map_location)
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict", "model"):
             if key in obj and isinstance(obj[key], Mapping):
@@ -232,6 +237,56 @@ def read_state_dict(
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path} does not hold a state dict of tensors")
     return dict(obj)
+
+
+def check_weights_file(path: str | os.PathLike[str]) -> int:
+    """Cheap checks that ``path`` can be PyTorch weights: not empty, not a text or HTML page.
+
+    Returns
+    -------
+    The file size in bytes.
+
+    Raises
+    ------
+    CorruptCheckpointError
+        Naming the file and what it looks like instead.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise CorruptCheckpointError(f"{path} is empty (0 bytes): delete it and download again")
+    with path.open("rb") as handle:
+        head = handle.read(512).lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"{", b"<head")):
+        raise CorruptCheckpointError(
+            f"{path} is a text/HTML page ({size} bytes), not PyTorch weights: the download "
+            "probably saved an error or sign-in page; delete it and download again"
+        )
+    return size
+
+
+def _torch_load_weights(path: Path, map_location: str | torch.device) -> Any:
+    """``torch.load`` with ``weights_only=True``; a file that is not a weights file is named.
+
+    torch's own messages suggest ``weights_only=False`` (which would run arbitrary code from
+    the file) or are bare ``EOFError`` / zip errors; this says what the file looks like instead.
+    """
+    size = check_weights_file(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        # Raised for files that unpickle to something other than tensors (and for garbage);
+        # never retry with weights_only=False: that would execute code from the file.
+        raise CorruptCheckpointError(
+            f"{path} ({size} bytes) is not a PyTorch weights file of tensors only; it was "
+            f"refused without being executed ({str(err).splitlines()[0]})"
+        ) from None
+    except (EOFError, RuntimeError, OSError, ValueError, zipfile.BadZipFile) as err:
+        raise CorruptCheckpointError(
+            f"{path} ({size} bytes) is truncated or not a PyTorch weights file "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}); "
+            "delete it and download again"
+        ) from None
 
 
 def _infer_presence(
@@ -291,7 +346,7 @@ def load_pretrained(
         if not (folder / name).is_file():
             present = sorted(p.name for p in folder.iterdir())
             raise FileNotFoundError(f"{folder} has no {name} (found: {present})")
-    args = json.loads((folder / ARGS_FILE).read_text())
+    args = read_args_json(folder / ARGS_FILE)
     pad_token = str(overrides.get("pad_token", args.get("pad_token", "<pad>")))
     vocab = GeneVocab.from_file(folder / VOCAB_FILE, pad_token=pad_token)
     if pad_token not in vocab:

@@ -68,6 +68,28 @@ def batch_codes(
 
 
 @torch.inference_mode()
+def check_expression(X: np.ndarray | sp.spmatrix, where: str = "X") -> None:
+    """Refuse NaN, infinite or negative expression values (they would be binned silently).
+
+    Raises
+    ------
+    ValueError
+        Naming ``where`` and how many values are bad.
+    """
+    values = X.data if sp.issparse(X) else np.asarray(X)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(
+            f"adata.{where} has {int(bad.sum())} NaN/infinite values; scGPT needs finite, "
+            "non-negative expression (raw counts)"
+        )
+    if (values < 0).any():
+        raise ValueError(
+            f"adata.{where} has {int((values < 0).sum())} negative values; scGPT needs "
+            "non-negative expression (raw counts, not scaled data)"
+        )
+
+
 def embed_cells(
     adata: AnnData,
     checkpoint: ModelLike,
@@ -82,6 +104,7 @@ def embed_cells(
     vocab: GeneVocab | None = None,
     normalize: bool = True,
     binning: bool = True,
+    include_zero_genes: bool = False,
     precision: str = "auto",
     seed: int = 0,
     progress: bool = True,
@@ -121,6 +144,9 @@ def embed_cells(
     binning
         Bin values into ``config.n_bins`` (the released models' input); ``False`` feeds the
         values as they are.
+    include_zero_genes
+        Tokenise the cell's zero genes too (a model fine-tuned that way, e.g. the
+        integration tutorial's).
     precision
         ``"auto"`` (bf16 on CUDA), ``"bf16"``, ``"fp32"``.
     seed
@@ -143,6 +169,7 @@ def embed_cells(
         raise ValueError(f"no gene of the data is in the vocabulary: {report}")
     X = adata.layers[layer] if layer is not None else adata.X
     X = sp.csr_matrix(X) if sp.issparse(X) else np.asarray(X)
+    check_expression(X, f"layers[{layer!r}]" if layer is not None else "X")
     obs: dict[str, np.ndarray] = {}
     if cfg.use_batch_labels or cfg.uses_dsbn:
         if batch_key is None:
@@ -157,6 +184,7 @@ def embed_cells(
         cls_id=vocab.cls_id,
         cls_value=cfg.pad_value,
         n_bins=cfg.n_bins if binning else None,
+        include_zero_genes=include_zero_genes,
         obs=obs,
         seed=seed,
     )

@@ -13,6 +13,7 @@ from typing import Any
 INPUT_EMB_STYLES = ("continuous", "category", "scaling")
 CELL_EMB_STYLES = ("cls", "avg-pool", "w-pool")
 DSBN_CHOICES = (False, True, "dsbn", "do_affine", "batchnorm")
+EXPR_DECODER_STYLES = ("mlp", "affine")
 
 # args.json key (official scripts and tutorials) -> ModelConfig field
 _ARGS_ALIASES: dict[str, str] = {
@@ -94,6 +95,11 @@ class ModelConfig:
     pert_pad_id
         Padding row of the perturbation-flag embedding (0 as in the official tutorial:
         flag 0 = not perturbed / padding, 1 = perturbed).
+    expr_decoder_style
+        ``"mlp"``: the released 3-layer expression decoder (``decoder.fc``); ``"affine"``:
+        ``A(h) * x + b(h)`` on the input value ``x`` (:class:`~scgpt.model.AffineExprDecoder`,
+        the official perturbation model's decoder; needs the input values, so the generative
+        pass cannot use it).
     norm_scheme
         ``"post"`` (released) or ``"pre"`` layer norm.
     layer_norm_eps
@@ -134,6 +140,7 @@ class ModelConfig:
     use_generative: bool = True
     use_pert_flags: bool = False
     pert_pad_id: int = 0
+    expr_decoder_style: str = "mlp"
     norm_scheme: str = "post"
     layer_norm_eps: float = 1e-5
     max_value: float = 512.0
@@ -154,6 +161,10 @@ class ModelConfig:
         if self.domain_spec_batchnorm not in DSBN_CHOICES:
             raise ValueError(
                 f"domain_spec_batchnorm must be one of {DSBN_CHOICES}, got {self.domain_spec_batchnorm!r}"
+            )
+        if self.expr_decoder_style not in EXPR_DECODER_STYLES:
+            raise ValueError(
+                f"expr_decoder_style must be one of {EXPR_DECODER_STYLES}, got {self.expr_decoder_style!r}"
             )
         if self.norm_scheme not in ("pre", "post"):
             raise ValueError(f"norm_scheme must be 'pre' or 'post', got {self.norm_scheme!r}")
@@ -213,10 +224,9 @@ class ModelConfig:
         """
         if not isinstance(args, Mapping):
             path = Path(args)
-            try:
-                args = json.loads(path.read_text())
-            except FileNotFoundError:
-                raise FileNotFoundError(f"args.json not found: {path}") from None
+            if not path.is_file():
+                raise FileNotFoundError(f"args.json not found: {path}")
+            args = read_args_json(path)
         names = {f.name for f in dataclasses.fields(cls)} - {"extra", "ntoken", "pad_token_id"}
         values: dict[str, Any] = {}
         extra: dict[str, Any] = {}
@@ -274,3 +284,24 @@ class ModelConfig:
             if f.name not in ("extra", "ntoken", "pad_token_id"):
                 out[f.name] = getattr(self, f.name)
         return out
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file that exists but cannot be what it claims to be (the message names it)."""
+
+
+def read_args_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint's ``args.json``, naming the file when it is not a JSON object."""
+    path = Path(path)
+    try:
+        args = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptCheckpointError(
+            f"{path} is not valid JSON ({err}); expected the model's hyper-parameters as a "
+            "JSON object (args.json of a released checkpoint)"
+        ) from None
+    if not isinstance(args, dict):
+        raise CorruptCheckpointError(
+            f"{path}: expected a JSON object of hyper-parameters, got {type(args).__name__}"
+        )
+    return args

@@ -3,7 +3,9 @@ from pathlib import Path
 
 from benchmark import workflow as wf
 
-wf.validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+# Relative to this file, not to the main Snakefile: a workflow that includes ours still finds it.
+SCHEMA = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[1] / "config" / "schema.yaml"
+wf.validate_config(config, SCHEMA)
 PLAN = wf.WorkflowPlan.from_config(config)
 
 RESULTS = PLAN.results_dir

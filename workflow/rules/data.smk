@@ -1,5 +1,6 @@
 # Datasets: builtin demo sets are generated; the paper's are downloaded (once per file, even
-# when several datasets share it) then standardised.
+# when several datasets share it) then standardised. No `retries:` on downloads: the
+# downloader itself retries transient errors with back-off and gives up at once on a 404.
 
 
 rule download_file:
@@ -11,7 +12,6 @@ rule download_file:
         f"{LOGS}/download/{{filename}}.log",
     resources:
         downloads=1,
-    retries: 2
     script:
         "../scripts/download_file.py"
 

@@ -1,16 +1,18 @@
-"""Run one registered method on one dataset for one seed (rule run_method)."""
+"""Run one registered method on one dataset for one seed (rule run_method).
+
+The method runs in a child process (benchmark.runner.run_method_isolated): a method killed
+from outside still ends as a failed row with its reason.
+"""
 
 from pathlib import Path
 
-from threadpoolctl import threadpool_limits
-
 from benchmark.logs import job_logging
-from benchmark.runner import run_method
+from benchmark.runner import run_method_isolated
 
 snakemake = globals()["snakemake"]
 wc = snakemake.wildcards
-with job_logging(snakemake.log[0]), threadpool_limits(snakemake.threads):
-    run_method(
+with job_logging(snakemake.log[0]):
+    run_method_isolated(
         wc.task,
         wc.method,
         wc.dataset,
@@ -20,4 +22,5 @@ with job_logging(snakemake.log[0]), threadpool_limits(snakemake.threads):
         params=snakemake.params.params,
         checkpoint=snakemake.params.checkpoint,
         threads=snakemake.threads,
+        log_path=snakemake.log[0],
     )
