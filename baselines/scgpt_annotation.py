@@ -9,9 +9,9 @@ the same architecture from a random initialisation (the paper's "from scratch" r
 Genes outside the checkpoint's vocabulary are dropped (coverage logged). The fine-tuned
 model's cell embedding of the query goes into ``query.obsm["X_scGPT"]`` (the UMAP figure).
 
-Validation cells: the tutorial selects the epoch with the best loss on a held-out 10% of the
-reference. :func:`scgpt.finetune_classifier` has no validation hook, so the model trains on
-the whole reference (``train_val`` included) for ``epochs`` epochs and keeps the last epoch.
+Validation cells, as in the tutorial: ``val_fraction`` (10%) of the reference is held out at
+random and the epoch with the lowest cross-entropy on it is kept. The split is drawn from the
+method's seed, so the paper's five repeats (n = 5) are five random train/validation splits.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def finetune_and_annotate(
     lr: float,
     batch_size: int,
     max_len: int,
+    val_fraction: float,
     device: str,
 ) -> np.ndarray:
     """Fine-tune a classifier on ``reference`` and label ``query`` (see the module docstring)."""
@@ -64,11 +65,19 @@ def finetune_and_annotate(
         lr=lr,
         batch_size=batch_size,
         max_len=max_len,
+        val_fraction=val_fraction,
         device=device,
         seed=seed,
     )
     if result.history:
-        log.info("scGPT annotation: last epoch %s", result.history[-1])
+        kept = result.best_epoch or len(result.history)
+        log.info(
+            "scGPT annotation: %d epoch(s), %d validation cell(s), keeping epoch %d: %s",
+            len(result.history),
+            result.n_validation,
+            kept,
+            result.history[kept - 1],
+        )
     predicted = predict_classifier(
         result, qry, vocab=vocab, batch_size=batch_size, max_len=max_len, seed=seed
     )
@@ -96,6 +105,7 @@ def scgpt_annotation(
     lr: float = 1e-4,
     batch_size: int = 32,
     max_len: int = 3001,
+    val_fraction: float = 0.1,
     device: str = "auto",
 ) -> np.ndarray:
     """Pre-trained scGPT fine-tuned with a classification head (tutorial settings).
@@ -110,6 +120,9 @@ def scgpt_annotation(
         scGPT checkpoint folder (``args.json``, ``vocab.json``, ``best_model.pt``).
     epochs, lr, batch_size, max_len
         Fine-tuning settings (tutorial: 10, 1e-4, 32, 3001).
+    val_fraction
+        Reference cells held out (drawn by ``seed``) to keep the best-validation epoch
+        (tutorial: 0.1; 0 keeps the last epoch of training on every cell).
     device
         ``"auto"`` (CUDA when available, else CPU) or a torch device.
 
@@ -127,6 +140,7 @@ def scgpt_annotation(
         lr=lr,
         batch_size=batch_size,
         max_len=max_len,
+        val_fraction=val_fraction,
         device=device,
     )
 
@@ -142,6 +156,7 @@ def scgpt_scratch_annotation(
     lr: float = 1e-4,
     batch_size: int = 32,
     max_len: int = 3001,
+    val_fraction: float = 0.1,
     device: str = "auto",
 ) -> np.ndarray:
     """scGPT's architecture trained from a random initialisation (same settings as ``scgpt``).
@@ -158,5 +173,6 @@ def scgpt_scratch_annotation(
         lr=lr,
         batch_size=batch_size,
         max_len=max_len,
+        val_fraction=val_fraction,
         device=device,
     )

@@ -130,6 +130,7 @@ def scgpt_finetuned_mapping(
     lr: float = 1e-4,
     batch_size: int = 32,
     max_len: int = 3001,
+    val_fraction: float = 0.1,
     device: str = "auto",
     k: int = 10,
 ) -> np.ndarray:
@@ -146,6 +147,8 @@ def scgpt_finetuned_mapping(
     epochs, lr, batch_size, max_len
         Fine-tuning settings, those of the annotation adapter (tutorial: 10, 1e-4, 32, 3001);
         ``batch_size`` and ``max_len`` also apply to the embedding.
+    val_fraction
+        Reference cells held out to keep the best-validation epoch (annotation adapter's).
     device
         ``"auto"`` (CUDA when available, else CPU) or a torch device.
     k
@@ -170,6 +173,7 @@ def scgpt_finetuned_mapping(
         lr=lr,
         batch_size=batch_size,
         max_len=max_len,
+        val_fraction=val_fraction,
         device=device,
     )
     embedding = cells.obsm[OBSM_KEY]

@@ -90,6 +90,7 @@ def check_expression(X: np.ndarray | sp.spmatrix, where: str = "X") -> None:
         )
 
 
+@torch.inference_mode()
 def embed_cells(
     adata: AnnData,
     checkpoint: ModelLike,

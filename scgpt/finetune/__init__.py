@@ -6,6 +6,7 @@ from scgpt.finetune.integration import IntegrationResult, finetune_integration
 from scgpt.finetune.perturbation import (
     PerturbationResult,
     parse_condition,
+    perturbation_model,
     predict_perturbation,
     train_perturbation_model,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "finetune_classifier",
     "finetune_integration",
     "parse_condition",
+    "perturbation_model",
     "predict_classifier",
     "predict_perturbation",
     "train_perturbation_model",

@@ -3,6 +3,7 @@
 from scgpt.model.config import ModelConfig
 from scgpt.model.decoders import (
     AdversarialDiscriminator,
+    AffineExprDecoder,
     ClsDecoder,
     ExprDecoder,
     MVCDecoder,
@@ -20,6 +21,7 @@ from scgpt.model.transformer import SelfAttention, TransformerEncoder, Transform
 
 __all__ = [
     "AdversarialDiscriminator",
+    "AffineExprDecoder",
     "BatchLabelEncoder",
     "CategoryValueEncoder",
     "ClsDecoder",

@@ -47,6 +47,43 @@ class ExprDecoder(nn.Module):
         return out
 
 
+class AffineExprDecoder(nn.Module):
+    """Affine expression decoder of the perturbation model: ``pred = A(h) * x + b(h)``.
+
+    ``A`` and ``b`` are per-token :class:`ExprDecoder` heads (``decoder.coeff_decoder.fc.*``
+    and ``decoder.bias_decoder.fc.*``, the official names) on the hidden state ``h``; ``x`` is
+    the token's input value (the control cell's expression). Predicting a gain and an offset
+    of the input, rather than the expression itself, lets the model start from "perturbed
+    cell = control cell" and learn the change (the official perturbation model's decoder).
+
+    Parameters
+    ----------
+    d_model
+        Model width.
+    explicit_zero_prob
+        Add ``zero_probs`` (P(value > 0)), taken from the coefficient head as officially.
+    use_batch_labels
+        Input is the token state concatenated with the batch embedding (2 d).
+    """
+
+    def __init__(
+        self, d_model: int, explicit_zero_prob: bool = False, use_batch_labels: bool = False
+    ) -> None:
+        super().__init__()
+        self.coeff_decoder = ExprDecoder(d_model, explicit_zero_prob, use_batch_labels)
+        self.bias_decoder = ExprDecoder(d_model, False, use_batch_labels)
+        self.explicit_zero_prob = explicit_zero_prob
+
+    def forward(self, x: torch.Tensor, values: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``pred`` (B x L) from hidden states ``x`` (B x L x d_in) and input ``values`` (B x L)."""
+        coeff = self.coeff_decoder(x)
+        bias = self.bias_decoder(x)["pred"]
+        out = {"pred": coeff["pred"] * values.to(bias.dtype) + bias}
+        if self.explicit_zero_prob:
+            out["zero_probs"] = coeff["zero_probs"]
+        return out
+
+
 class MVCDecoder(nn.Module):
     """Masked value prediction from the cell embedding (``mvc_decoder.gene2query``, ``mvc_decoder.W``).
 

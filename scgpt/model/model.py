@@ -15,7 +15,13 @@ from torch import nn
 from scgpt.losses import ecs_loss
 from scgpt.masking import build_generative_mask
 from scgpt.model.config import ModelConfig
-from scgpt.model.decoders import AdversarialDiscriminator, ClsDecoder, ExprDecoder, MVCDecoder
+from scgpt.model.decoders import (
+    AdversarialDiscriminator,
+    AffineExprDecoder,
+    ClsDecoder,
+    ExprDecoder,
+    MVCDecoder,
+)
 from scgpt.model.encoders import (
     BatchLabelEncoder,
     CategoryValueEncoder,
@@ -80,7 +86,11 @@ class TransformerModel(nn.Module):
         self.transformer_encoder = TransformerEncoder(
             c.d_model, c.nhead, c.d_hid, c.nlayers, c.dropout, c.norm_scheme, c.layer_norm_eps
         )
-        self.decoder = ExprDecoder(c.d_model, c.explicit_zero_prob, c.use_batch_labels)
+        self.decoder: nn.Module = (
+            AffineExprDecoder(c.d_model, c.explicit_zero_prob, c.use_batch_labels)
+            if c.expr_decoder_style == "affine"
+            else ExprDecoder(c.d_model, c.explicit_zero_prob, c.use_batch_labels)
+        )
         if c.n_cls > 1:
             self.cls_decoder = ClsDecoder(c.d_model, c.n_cls, nlayers=c.nlayers_cls)
         if c.do_mvc:
@@ -313,7 +323,12 @@ class TransformerModel(nn.Module):
             gene_ids, values, key_padding_mask, batch_labels, pert_flags, attn_mask, input_cell_emb
         )
         batch_emb = self.batch_encoder(batch_labels) if hasattr(self, "batch_encoder") else None
-        dec = self.decoder(self._with_batch(hidden, batch_emb))
+        dec_in = self._with_batch(hidden, batch_emb)
+        dec = (
+            self.decoder(dec_in, values)
+            if isinstance(self.decoder, AffineExprDecoder)
+            else self.decoder(dec_in)
+        )
         out: dict[str, torch.Tensor] = {"mlm_output": self._maybe_sample(dec, do_sample)}
         if "zero_probs" in dec:
             out["mlm_zero_probs"] = dec["zero_probs"]
@@ -369,6 +384,11 @@ class TransformerModel(nn.Module):
             ``gen_preds`` (B x Lg), ``pcpt_preds`` (B x Lk), ``cell_emb`` and, with MVC,
             ``mvc_output`` over both parts (B x (Lk + Lg)) and ``gen_mvc_output`` (B x Lg).
         """
+        if isinstance(self.decoder, AffineExprDecoder):
+            raise ValueError(
+                "generative_forward needs expr_decoder_style='mlp': the affine decoder scales "
+                "input values, which tokens to generate do not have"
+            )
         if not hasattr(self, "flag_encoder"):
             raise ValueError(
                 "generative_forward needs a model with use_generative=True (flag_encoder)"
