@@ -1,4 +1,7 @@
-"""Integration scores: the paper's aggregation and agreement with direct scib-metrics calls."""
+"""Integration scores: the paper's aggregation, scib's graph and agreement with library calls.
+
+Agreement with scib itself (stored reference numbers) is in ``test_metrics_scib_reference.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from benchmark.metrics import integration as im
 
@@ -38,13 +42,41 @@ def test_aggregate_scores_propagates_nan():
     assert math.isnan(out["avg_batch"]) and math.isnan(out["overall"])
 
 
-def test_resolution_grid_is_scibs():
-    assert im.RESOLUTIONS == tuple(round(0.1 * i, 1) for i in range(1, 21))
-    assert im.RESOLUTIONS[0] == 0.1 and im.RESOLUTIONS[-1] == 2.0
+def test_resolution_grids_are_scibs():
+    # scib 1.0.3 opt_louvain: [2 * x / 20 for x in 1..20]; scib 1.1.7 get_resolutions(n=10).
+    assert len(im.LOUVAIN_RESOLUTIONS) == 20
+    assert im.LOUVAIN_RESOLUTIONS[0] == 0.1 and im.LOUVAIN_RESOLUTIONS[-1] == 2.0
+    assert np.allclose(np.diff(im.LOUVAIN_RESOLUTIONS), 0.1)
+    assert im.LEIDEN_RESOLUTIONS == (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0)
+
+
+def test_graph_connectivity_by_hand():
+    # Cells 0-2 are type a, 3-5 type b. Edges (symmetric): 0-1, 1-2 (a: one component of 3),
+    # 3-4 and 5-0 (b: components {3, 4} and {5}: the edge 5-0 leaves the type).
+    edges = [(0, 1), (1, 2), (3, 4), (5, 0)]
+    rows, cols = zip(*edges)
+    graph = sp.coo_matrix((np.ones(4), (rows, cols)), shape=(6, 6)).tocsr()
+    graph = graph + graph.T
+    labels = np.array(list("aaabbb"))
+    assert im.graph_connectivity(graph, labels) == pytest.approx((1.0 + 2 / 3) / 2)
+    with pytest.raises(ValueError, match="graph has 6 cells but labels has 5"):
+        im.graph_connectivity(graph, labels[:5])
+
+
+def test_connectivities_are_a_symmetric_fuzzy_union(fixed_embedding):
+    x, _, _ = fixed_embedding
+    nn = im.compute_neighbors(x, 15, method="exact")
+    graph = im.knn_connectivities(nn)
+    assert abs(graph - graph.T).max() < 1e-7
+    assert graph.diagonal().max() == 0.0
+    assert graph.data.max() <= 1.0 and graph.data.min() > 0.0
+    # every cell keeps an edge of weight 1 to its nearest other cell
+    rows = np.arange(x.shape[0])
+    assert np.allclose(np.asarray(graph[rows, nn.indices[:, 1]]).ravel(), 1.0)
 
 
 def test_scores_equal_direct_library_calls(fixed_embedding):
-    """integration_scores == the paper's formulas applied to scib-metrics' own functions."""
+    """integration_scores == the paper's formulas applied to the building blocks."""
     import scib_metrics
     from scib_metrics.nearest_neighbors import NeighborsResults
     from sklearn.metrics import silhouette_score
@@ -54,22 +86,19 @@ def test_scores_equal_direct_library_calls(fixed_embedding):
     ours = im.integration_scores(x, cell_type, batch, seed=0, n_neighbors=15)
 
     dist, idx = NearestNeighbors(n_neighbors=90, algorithm="brute").fit(x).kneighbors(x)
+    dist[:, 0] = 0.0
     nn90 = NeighborsResults(indices=idx, distances=dist.astype(np.float32))
     nn15 = nn90.subset_neighbors(15)
-    per_res = [
-        scib_metrics.nmi_ari_cluster_labels_leiden(
-            nn15, cell_type, optimize_resolution=False, resolution=r, seed=0
-        )
-        for r in [0.1 * i for i in range(1, 21)]
-    ]
-    best = int(np.argmax([r["nmi"] for r in per_res]))
-    nmi, ari = per_res[best]["nmi"], per_res[best]["ari"]
+    graph = im.knn_connectivities(nn15)
+    clusters = im.cluster_nmi_ari(graph, cell_type, clustering="louvain")
+    nmi, ari = clusters["nmi"], clusters["ari"]
     asw_cell = scib_metrics.silhouette_label(x, cell_type, rescale=True)
     asw_batch = scib_metrics.silhouette_batch(x, cell_type, batch, rescale=True)
-    graph_conn = scib_metrics.graph_connectivity(nn15, cell_type)
+    graph_conn = im.graph_connectivity(graph, cell_type)
 
     assert ours["nmi"] == pytest.approx(nmi, abs=1e-9)
     assert ours["ari"] == pytest.approx(ari, abs=1e-9)
+    assert ours["cluster_resolution"] == clusters["cluster_resolution"]
     assert ours["asw_cell"] == pytest.approx(asw_cell, abs=1e-6)
     assert ours["asw_batch"] == pytest.approx(asw_batch, abs=1e-6)
     assert ours["graph_conn"] == pytest.approx(graph_conn, abs=1e-9)
@@ -80,16 +109,23 @@ def test_scores_equal_direct_library_calls(fixed_embedding):
     )
     assert ours["ilisi"] == pytest.approx(scib_metrics.ilisi_knn(nn90, batch), abs=1e-6)
     assert ours["clisi"] == pytest.approx(scib_metrics.clisi_knn(nn90, cell_type), abs=1e-6)
+    # scib-metrics' graph connectivity (directed kNN graph) only under its own name; the
+    # symmetric graph has every directed edge and more, so scib's value is never lower.
+    lib_conn = scib_metrics.graph_connectivity(nn15, cell_type)
+    assert ours["graph_conn_scib_metrics"] == pytest.approx(lib_conn, abs=1e-9)
+    assert ours["graph_conn"] >= lib_conn - 1e-12
     # ASW_cell is (ASW + 1) / 2 exactly once: the library rescales, we do not again.
     assert ours["asw_cell"] == pytest.approx((silhouette_score(x, cell_type) + 1) / 2, abs=1e-5)
     assert list(ours)[: len(im.HEADLINE_METRICS)] == list(im.HEADLINE_METRICS)
     assert math.isnan(ours["kbet"]) and math.isnan(ours["pcr_comparison"])
 
-    # The finer grid never does worse than the library's own 0.2-step search.
-    lib = scib_metrics.nmi_ari_cluster_labels_leiden(
-        nn15, cell_type, optimize_resolution=True, seed=0
-    )
-    assert ours["nmi"] >= lib["nmi"] - 1e-12
+
+def test_leiden_option_searches_scib_117_grid(fixed_embedding):
+    x, cell_type, batch = fixed_embedding
+    out = im.integration_scores(x, cell_type, batch, clustering="leiden", extra=False)
+    assert out["cluster_resolution"] in im.LEIDEN_RESOLUTIONS
+    with pytest.raises(ValueError, match="clustering 'kmeans'"):
+        im.integration_scores(x, cell_type, batch, clustering="kmeans", extra=False)
 
 
 def test_scores_are_deterministic(fixed_embedding):
@@ -97,7 +133,7 @@ def test_scores_are_deterministic(fixed_embedding):
     a = im.integration_scores(x, cell_type, batch, seed=3, extra=False)
     b = im.integration_scores(x, cell_type, batch, seed=3, extra=False)
     assert a == b
-    assert set(a) == {*im.HEADLINE_METRICS, "leiden_resolution"}
+    assert set(a) == {*im.HEADLINE_METRICS, "cluster_resolution"}
 
 
 def test_asw_batch_undefined_when_no_type_spans_batches():

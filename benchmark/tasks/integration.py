@@ -32,7 +32,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from benchmark.io import write_csv, write_npy
-from benchmark.metrics.integration import HEADLINE_METRICS, integration_scores
+from benchmark.metrics.integration import CLUSTERINGS, HEADLINE_METRICS, integration_scores
 from benchmark.tasks.base import Task
 
 N_HVG = 1200
@@ -59,6 +59,10 @@ class IntegrationTask(Task):
         ``pcr_comparison`` (0 turns that score off).
     kbet
         Also score kBET per label (slow to start: ~35 s of numba compilation per process).
+    clustering
+        NMI/ARI clustering: ``"louvain"`` (scib 1.0.3, the paper's) or ``"leiden"`` (scib
+        1.1.7); the config's ``tasks.integration.metrics.clustering``. Recorded in every
+        ``scores.json`` as ``clustering`` and stated under the table.
     """
 
     name = "integration"
@@ -66,15 +70,52 @@ class IntegrationTask(Task):
     paper_table = "integration.csv"
     required_obs = (CELL_TYPE_KEY, BATCH_KEY)
 
+    metric_options: tuple[str, ...] = ("clustering",)
+    """Keys of the config's ``tasks.integration.metrics`` (see :meth:`with_metric_options`)."""
+
     def __init__(
-        self, n_hvg: int = N_HVG, n_neighbors: int = 15, x_pre_comps: int = 50, kbet: bool = False
+        self,
+        n_hvg: int = N_HVG,
+        n_neighbors: int = 15,
+        x_pre_comps: int = 50,
+        kbet: bool = False,
+        clustering: str = "louvain",
     ) -> None:
         if n_hvg < 2:
             raise ValueError(f"integration task: n_hvg must be >= 2; got {n_hvg}")
+        if clustering not in CLUSTERINGS:
+            raise ValueError(
+                f"integration task: metrics.clustering {clustering!r}: expected one of "
+                f"{sorted(CLUSTERINGS)}"
+            )
+        self.clustering = clustering
         self.n_hvg = n_hvg
         self.n_neighbors = n_neighbors
         self.x_pre_comps = x_pre_comps
         self.kbet = kbet
+
+    def with_metric_options(self, options: dict[str, Any] | None) -> IntegrationTask:
+        """A copy scored with the config's ``tasks.integration.metrics`` options.
+
+        Raises
+        ------
+        ValueError
+            For a key other than :attr:`metric_options` or an unknown clustering.
+        """
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(self.metric_options))
+        if unknown:
+            raise ValueError(
+                f"integration task: unknown metrics option(s) {unknown}; "
+                f"expected {list(self.metric_options)}"
+            )
+        return IntegrationTask(
+            n_hvg=self.n_hvg,
+            n_neighbors=self.n_neighbors,
+            x_pre_comps=self.x_pre_comps,
+            kbet=self.kbet,
+            clustering=options.get("clustering", self.clustering),
+        )
 
     # ------------------------------------------------------------------ prepare
     def prepare(self, adata: ad.AnnData, *, seed: int) -> dict[str, Any]:
@@ -179,7 +220,7 @@ class IntegrationTask(Task):
         write_csv(pd.DataFrame({"cell": inputs["obs_names"]}), paths[1], index=False)
         return paths
 
-    def score(self, output: Any, inputs: dict[str, Any], *, seed: int) -> dict[str, float]:
+    def score(self, output: Any, inputs: dict[str, Any], *, seed: int) -> dict[str, Any]:
         """The paper's scIB scores (see :mod:`benchmark.metrics.integration`) plus extras."""
         from baselines.pca import pca_embedding
 
@@ -194,10 +235,12 @@ class IntegrationTask(Task):
             truth[BATCH_KEY],
             seed=seed,
             n_neighbors=self.n_neighbors,
+            clustering=self.clustering,
             x_pre=x_pre,
             kbet=self.kbet,
         )
         scores["n_dims"] = float(embedding.shape[1])
+        scores["clustering"] = self.clustering  # the definition behind nmi/ari, for the table
         return scores
 
     def figures(self, run_dirs: list[Path], dataset_path: Path, out_dir: Path) -> list[Path]:
