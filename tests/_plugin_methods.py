@@ -1,0 +1,36 @@
+"""Annotation methods that live outside baselines/, for tests of failure handling.
+
+They reach the process a job runs its method in through ``$SCGPT_BENCH_METHOD_MODULES``
+(``tests._plugin_methods``), as a user's own method module would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from baselines.registry import register
+
+
+@register("annotation", "majority_label", label="Majority label")
+def majority_label(reference, query, *, seed):
+    """Predict the reference's most frequent label for every query cell."""
+    labels = reference.obs["cell_type"].astype(str)
+    return np.full(query.n_obs, labels.value_counts().index[0], dtype=object)
+
+
+@register("annotation", "killed", label="Killed")
+def killed(reference, query, *, seed):
+    """Die the way the out-of-memory killer ends a process."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@register("annotation", "sleeper", label="Sleeper")
+def sleeper(reference, query, *, seed):
+    """Say it started (``$SLEEPER_STARTED``), then outlive any test's patience."""
+    Path(os.environ["SLEEPER_STARTED"]).touch()
+    time.sleep(60)
