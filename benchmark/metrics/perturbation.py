@@ -3,23 +3,29 @@
 All inputs are mean log-normalised expression vectors over genes: ``pred`` (a method's
 prediction for one condition), ``truth`` (mean of the condition's observed cells) and
 ``ctrl`` (mean of the control cells). With the changes over control
-``dp = pred - ctrl`` and ``dt = truth - ctrl``, and ``D`` a condition's top-20
-differentially expressed genes:
+``dp = pred - ctrl`` and ``dt = truth - ctrl``, ``D`` a condition's top-20 differentially
+expressed genes and ``N`` its top-20 non-dropout DE genes (:func:`non_dropout_de`):
 
-- ``pearson_delta``    = corr(dp, dt) over all genes (Pearson),
-- ``pearson_delta_de`` = corr(dp[D], dt[D]),
-- ``mse``              = mean((pred - truth)^2) over all genes,
-- ``mse_de``           = mean((pred[D] - truth[D])^2),
-- ``direction_acc_de`` = mean(sign(dp[D]) == sign(dt[D])), the fraction of DE genes whose
-  direction of change is predicted (a predicted change of exactly 0 counts as wrong unless
-  the observed change is 0 too).
+- ``pearson_delta``    = corr(dp, dt) over all genes (Pearson; GEARS ``pearson_delta``),
+- ``pearson_delta_de`` = corr(dp[D], dt[D]) (GEARS ``pearson_delta_top20_de``),
+- ``pearson_delta_de_non_dropout`` = corr(dp[N], dt[N]) (GEARS
+  ``pearson_delta_top20_de_non_dropout``, reported in GEARS' and scGPT's tutorials),
+- ``mse``              = mean((pred - truth)^2) over all genes (GEARS ``mse``),
+- ``mse_de``           = mean((pred[D] - truth[D])^2) (GEARS ``mse_top20_de``),
+- ``direction_acc_de`` = mean(sign(dp[D]) == sign(dt[D])) (GEARS
+  ``frac_correct_direction_20``; a predicted change of exactly 0 counts as wrong unless the
+  observed change is 0 too).
 
-Pearson's r is undefined when either vector is constant; then the functions return NaN (a
-"no change" prediction has ``dp = 0``): compare such methods on the MSE. Condition scores
-are averaged with :func:`mean_scores`; by default a mean over conditions is NaN as soon as
-one of them is undefined, so that a mean always covers the same conditions for every method
-(e.g. the additive model predicts "no change" for an unseen single, so its overall Pearson
-is undefined while its ``combo_seen2`` Pearson is not).
+Every value equals GEARS' (cell-gears 0.1.2) on a stored fixture
+(``tests/data/make_gears_reference.py``) with the NaN policy ``"zero"``.
+
+Pearson's r is undefined when either vector is constant (a "no change" prediction has
+``dp = 0``); a change whose range is within float32 rounding of the control counts as
+constant. What an undefined r becomes is the NaN policy (:data:`NAN_POLICIES`,
+:func:`apply_nan_policy`): ``"zero"`` scores it 0 as GEARS does (the paper-compatible
+choice); ``"nan"`` keeps it undefined, and a mean over conditions is then NaN as soon as one
+of them is undefined, so that a mean always covers the same conditions for every method
+(compare such methods on the MSE). Condition scores are averaged with :func:`mean_scores`.
 """
 
 from __future__ import annotations
@@ -31,13 +37,25 @@ import numpy as np
 CONDITION_METRICS: tuple[str, ...] = (
     "pearson_delta",
     "pearson_delta_de",
+    "pearson_delta_de_non_dropout",
     "mse",
     "mse_de",
     "direction_acc_de",
 )
 """Metrics computed per condition, in table order."""
 
-PEARSON_METRICS: tuple[str, ...] = ("pearson_delta", "pearson_delta_de")
+PEARSON_METRICS: tuple[str, ...] = (
+    "pearson_delta",
+    "pearson_delta_de",
+    "pearson_delta_de_non_dropout",
+)
+"""The metrics that can be undefined (NaN) and that the NaN policy applies to."""
+
+NAN_POLICIES: dict[str, str] = {
+    "zero": "an undefined Pearson correlation scores 0 (GEARS' and the paper's evaluation)",
+    "nan": "an undefined Pearson correlation stays NaN; a mean over conditions with one is NaN",
+}
+"""What an undefined Pearson correlation becomes (config ``tasks.perturbation.metrics``)."""
 
 
 def _vector(x: np.ndarray | Sequence[float], name: str) -> np.ndarray:
@@ -95,10 +113,44 @@ def direction_accuracy(pred: np.ndarray, truth: np.ndarray, ctrl: np.ndarray) ->
     return float(np.mean(dp == dt))
 
 
+def non_dropout_de(
+    ranking: Sequence[int] | np.ndarray,
+    truth: np.ndarray,
+    ctrl: np.ndarray,
+    n_top: int = 20,
+) -> np.ndarray:
+    """The condition's top ``n_top`` DE genes that are not dropouts (GEARS' definition).
+
+    GEARS' ``top_non_dropout_de_20``: walk the condition's DE ranking (all genes) and keep
+    the genes that are non-zero in the condition's mean or zero in both the condition's and
+    the control's mean; genes silent in the condition but expressed in control (dropouts)
+    are skipped.
+
+    Parameters
+    ----------
+    ranking
+        Gene indices in DE order (best first), ideally every gene.
+    truth, ctrl
+        The condition's and the control's mean expression (non-negative, log-normalised).
+    n_top
+        How many genes to keep.
+    """
+    truth = _vector(truth, "truth")
+    ctrl = _vector(ctrl, "ctrl")
+    ranking = np.asarray(ranking, dtype=np.int64)
+    keep = (truth != 0) | (ctrl == 0)
+    return ranking[keep[ranking]][:n_top]
+
+
 def condition_scores(
-    pred: np.ndarray, truth: np.ndarray, ctrl: np.ndarray, de_idx: Sequence[int] | np.ndarray
+    pred: np.ndarray,
+    truth: np.ndarray,
+    ctrl: np.ndarray,
+    de_idx: Sequence[int] | np.ndarray,
+    *,
+    de_idx_non_dropout: Sequence[int] | np.ndarray,
 ) -> dict[str, float]:
-    """All :data:`CONDITION_METRICS` for one condition.
+    """All :data:`CONDITION_METRICS` for one condition (undefined Pearson values are NaN).
 
     Parameters
     ----------
@@ -106,6 +158,8 @@ def condition_scores(
         Predicted, observed and control mean expression (same gene order).
     de_idx
         Indices of the condition's top differentially expressed genes (20 in the paper).
+    de_idx_non_dropout
+        Indices of its top non-dropout DE genes (:func:`non_dropout_de`).
     """
     pred = _vector(pred, "pred")
     truth = _vector(truth, "truth")
@@ -115,13 +169,37 @@ def condition_scores(
             f"pred, truth and ctrl differ in length: {pred.size}, {truth.size}, {ctrl.size}"
         )
     de = np.asarray(de_idx, dtype=np.int64)
+    nd = np.asarray(de_idx_non_dropout, dtype=np.int64)
     return {
         "pearson_delta": pearson_delta(pred, truth, ctrl),
         "pearson_delta_de": pearson_delta(pred[de], truth[de], ctrl[de]),
+        "pearson_delta_de_non_dropout": pearson_delta(pred[nd], truth[nd], ctrl[nd]),
         "mse": mse(pred, truth),
         "mse_de": mse(pred[de], truth[de]),
         "direction_acc_de": direction_accuracy(pred[de], truth[de], ctrl[de]),
     }
+
+
+def apply_nan_policy(scores: Mapping[str, float], policy: str) -> dict[str, float]:
+    """One condition's scores with undefined Pearson values treated as ``policy`` says.
+
+    Parameters
+    ----------
+    scores
+        Output of :func:`condition_scores` (other keys are passed through).
+    policy
+        A key of :data:`NAN_POLICIES`: ``"zero"`` (GEARS) replaces NaN in
+        :data:`PEARSON_METRICS` by 0; ``"nan"`` leaves it.
+    """
+    if policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy {policy!r}: expected one of {sorted(NAN_POLICIES)}")
+    out = dict(scores)
+    if policy == "zero":
+        for metric in PEARSON_METRICS:
+            value = out.get(metric)
+            if isinstance(value, float) and np.isnan(value):
+                out[metric] = 0.0
+    return out
 
 
 def mean_scores(

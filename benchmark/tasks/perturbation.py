@@ -34,7 +34,15 @@ import scipy.sparse as sp
 
 from benchmark.conditions import CTRL, n_genes, normalise_condition, parse_condition, subgroup
 from benchmark.io import read_json, write_csv, write_h5ad
-from benchmark.metrics.perturbation import CONDITION_METRICS, condition_scores, mean_scores
+from benchmark.metrics.perturbation import (
+    CONDITION_METRICS,
+    NAN_POLICIES,
+    PEARSON_METRICS,
+    apply_nan_policy,
+    condition_scores,
+    mean_scores,
+    non_dropout_de,
+)
 from benchmark.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -105,9 +113,16 @@ def condition_means(adata: ad.AnnData, conditions: list[str], key: str = "condit
 
 
 def top_de_genes(
-    adata: ad.AnnData, conditions: list[str], *, n_top: int = N_DE_GENES, key: str = "condition"
+    adata: ad.AnnData,
+    conditions: list[str],
+    *,
+    n_top: int | None = N_DE_GENES,
+    key: str = "condition",
 ) -> dict[str, np.ndarray]:
     """Top ``n_top`` DE genes of each condition versus control, as var indices.
+
+    ``n_top=None`` ranks every gene (GEARS' ``rank_genes_groups_cov_all``, from which its
+    non-dropout top 20 are taken).
 
     As GEARS' ``rank_genes_groups_cov_all``: scanpy's ``rank_genes_groups`` with a t-test of
     each condition against the control cells (reference ``"ctrl"``), genes ranked by the
@@ -126,7 +141,7 @@ def top_de_genes(
         ),
         var=pd.DataFrame(index=adata.var_names),
     )
-    n_top = min(n_top, adata.n_vars)
+    n_top = adata.n_vars if n_top is None else min(n_top, adata.n_vars)
     sc.tl.rank_genes_groups(
         sub,
         groupby="group",
@@ -215,13 +230,41 @@ class PerturbationTask(Task):
         for metric in ("pearson_delta", "mse")
     )
     required_obs = ("condition",)
+    metric_options: tuple[str, ...] = ("nan_policy",)
+    """Keys of the config's ``tasks.perturbation.metrics`` (see :meth:`with_metric_options`)."""
+
+    def __init__(self, nan_policy: str = "nan") -> None:
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(
+                f"perturbation task: metrics.nan_policy {nan_policy!r}: expected one of "
+                f"{sorted(NAN_POLICIES)}"
+            )
+        self.nan_policy = nan_policy
+
+    def with_metric_options(self, options: dict[str, Any] | None) -> PerturbationTask:
+        """A copy scored with the config's ``tasks.perturbation.metrics`` options.
+
+        Raises
+        ------
+        ValueError
+            For a key other than :attr:`metric_options` or an unknown NaN policy.
+        """
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(self.metric_options))
+        if unknown:
+            raise ValueError(
+                f"perturbation task: unknown metrics option(s) {unknown}; "
+                f"expected {list(self.metric_options)}"
+            )
+        return PerturbationTask(nan_policy=options.get("nan_policy", self.nan_policy))
 
     def prepare(self, adata: ad.AnnData, *, seed: int) -> dict[str, Any]:
         """Split into the training data a method sees and the held-out test truth.
 
         Returns ``args`` = ``(train, conditions)`` and the truth: ``ctrl_mean``,
         ``truth_mean`` (rows = ``conditions``), ``de_idx`` (top-20 DE gene indices per
-        condition, computed on the full data against control), ``subgroup`` and
+        condition, computed on the full data against control), ``de_idx_non_dropout`` (the
+        top 20 of the same ranking that are not dropouts, GEARS' definition), ``subgroup`` and
         ``n_genes`` per condition, ``normalisation`` and the log-normalised ``data``.
         """
         del seed  # the split is the dataset's; nothing here is random
@@ -258,7 +301,12 @@ class PerturbationTask(Task):
 
         ctrl_mean = condition_means(data, [CTRL])[0]
         truth_mean = condition_means(data, conditions)
-        de_idx = top_de_genes(data, conditions)
+        ranking = top_de_genes(data, conditions, n_top=None)
+        de_idx = {c: ranking[c][:N_DE_GENES] for c in conditions}
+        de_idx_non_dropout = {
+            c: non_dropout_de(ranking[c], truth_mean[i], ctrl_mean, N_DE_GENES)
+            for i, c in enumerate(conditions)
+        }
         return {
             "args": (train, list(conditions)),
             "conditions": list(conditions),
@@ -266,6 +314,7 @@ class PerturbationTask(Task):
             "ctrl_mean": ctrl_mean,
             "truth_mean": truth_mean,
             "de_idx": de_idx,
+            "de_idx_non_dropout": de_idx_non_dropout,
             "subgroup": subgroups,
             "n_genes": {c: n_genes(c) for c in conditions},
             "normalisation": how,
@@ -326,7 +375,11 @@ class PerturbationTask(Task):
         return values
 
     def per_condition(self, output: Any, inputs: Mapping[str, Any]) -> pd.DataFrame:
-        """Scores of every test condition (rows) with its subgroup and number of genes."""
+        """Scores of every test condition (rows) with its subgroup and number of genes.
+
+        Undefined Pearson values stay NaN here (so ``per_condition.csv`` shows them); the NaN
+        policy applies when they are averaged (:meth:`score`).
+        """
         pred = self.align(output, inputs)
         rows = []
         for i, condition in enumerate(inputs["conditions"]):
@@ -341,6 +394,7 @@ class PerturbationTask(Task):
                     inputs["truth_mean"][i],
                     inputs["ctrl_mean"],
                     inputs["de_idx"][condition],
+                    de_idx_non_dropout=inputs["de_idx_non_dropout"][condition],
                 )
             )
             rows.append(row)
@@ -362,18 +416,20 @@ class PerturbationTask(Task):
         write_csv(self.per_condition(output, inputs), files[1], index=False)
         return files
 
-    def score(self, output: Any, inputs: dict[str, Any], *, seed: int) -> dict[str, float]:
+    def score(self, output: Any, inputs: dict[str, Any], *, seed: int) -> dict[str, Any]:
         """Mean condition scores: overall, ``_single``/``_double`` and ``_<subgroup>``.
 
-        A prediction equal to control has an undefined (NaN) Pearson score, and a mean over
-        conditions is NaN when any of its conditions is undefined (so every method's mean
-        covers the same conditions); ``pearson_undefined`` is then true and
-        ``n_pearson_undefined`` counts those conditions. The "no change" baseline is NaN
-        throughout (compare it on the MSE); the additive one on unseen singles.
+        A prediction equal to control has an undefined Pearson score; ``n_pearson_undefined``
+        counts such conditions and ``pearson_undefined`` flags them. The NaN policy
+        (``nan_policy``, recorded in the scores and stated under the table) decides what they
+        count as: ``"zero"`` scores them 0 as GEARS does; ``"nan"`` keeps them undefined, so a
+        mean over conditions that includes one is NaN (every method's mean then covers the
+        same conditions; the "no change" baseline is NaN throughout, compare it on the MSE).
         """
         del seed
         table = self.per_condition(output, inputs)
-        rows = table.to_dict("records")
+        undefined = int(table[list(PEARSON_METRICS)].isna().any(axis=1).sum())
+        rows = [apply_nan_policy(r, self.nan_policy) for r in table.to_dict("records")]
         scores: dict[str, Any] = mean_scores(rows)
         for label, k in (("single", 1), ("double", 2)):
             part = [r for r in rows if r["n_genes"] == k]
@@ -383,9 +439,9 @@ class PerturbationTask(Task):
             scores.update(
                 mean_scores([r for r in rows if r["subgroup"] == name], suffix=f"_{name}")
             )
-        undefined = int(table[["pearson_delta", "pearson_delta_de"]].isna().any(axis=1).sum())
         scores["n_pearson_undefined"] = undefined
         scores["pearson_undefined"] = undefined > 0
+        scores["nan_policy"] = self.nan_policy
         return scores
 
     # -- figures ----------------------------------------------------------------------------
