@@ -372,7 +372,9 @@ def _select_genes(reference, n_top_genes: int | None) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 
 
-@register("annotation", "scbert", label="scBERT")
+# The paper's scBERT is pre-trained on PanglaoDB (with gene2vec embeddings); these weights are
+# not fetched, so this one trains on the reference only: not the paper's scBERT row.
+@register("annotation", "scbert", label="scBERT (from scratch)")
 def scbert(
     reference,
     query,

@@ -97,13 +97,22 @@ def _first(values: pd.Series) -> str | None:
 def add_paper_columns(
     table: pd.DataFrame, paper: pd.DataFrame | None, metrics: Sequence[str]
 ) -> pd.DataFrame:
-    """Add ``<metric>_paper`` columns, matched on dataset and method label."""
+    """Add ``<metric>_paper`` columns, matched on dataset and method label.
+
+    ``in_paper`` says whether the paper's table has the row (dataset and label); ``False``
+    marks the suite's additions (other methods, datasets or variants such as a from-scratch
+    baseline), ``None`` when the task has no paper table to compare with.
+    """
     table = table.copy()
     for metric in metrics:
         table[f"{metric}_paper"] = math.nan
     if paper is None:
+        table["in_paper"] = None
         return table
     lookup = paper.set_index(["dataset", "method"])
+    table["in_paper"] = [
+        (row["dataset"], row["label"]) in lookup.index for _, row in table.iterrows()
+    ]
     for i, row in table.iterrows():
         key = (row["dataset"], row["label"])
         if key not in lookup.index:
@@ -140,7 +149,8 @@ def to_markdown(
         f"# {title}",
         "",
         "Measured mean ± standard error over seeds; the paper's value in parentheses where it "
-        "reports one. `—`: not defined or not computed (see `status`).",
+        "reports one. `—`: not defined or not computed (see `status`). `(addition)`: a row "
+        "the paper's table does not have (the suite's addition, not a paper row).",
         "",
         *_markdown_rows(table, metrics),
     ]
@@ -163,7 +173,7 @@ def _markdown_rows(table: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
             status += f" (warning: {row['warning'][:120]})".replace("|", "/").replace("\n", " ")
         cells = [
             str(row["dataset"]),
-            str(row["label"]),
+            str(row["label"]) + (" (addition)" if row.get("in_paper") is False else ""),
             str(row["n_seeds"]),
             *(_cell(row[m], row[f"{m}_se"], row[f"{m}_paper"]) for m in metrics),
             f"{row['wall_seconds']:.1f}",

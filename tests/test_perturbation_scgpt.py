@@ -108,6 +108,24 @@ def test_validation_conditions_select_the_epoch(screen, checkpoint) -> None:
     assert result.best_epoch == int(np.argmax(scores)) + 1
     assert [row.get("best", 0.0) for row in result.history].count(1.0) == 1
 
+    # The tutorial's selection: validation Pearson of the expression itself.
+    official = train_perturbation_model(
+        checkpoint,
+        train,
+        epochs=3,
+        lr=3e-3,
+        batch_size=32,
+        max_len=64,
+        select_by="pearson",
+        device="cpu",
+        progress=False,
+    )
+    pearson = [row["val_pearson"] for row in official.history]
+    assert official.best_epoch == int(np.argmax(pearson)) + 1
+    assert np.isfinite(pearson).all()
+    with pytest.raises(ValueError, match="select_by"):
+        train_perturbation_model(checkpoint, train, select_by="mse", epochs=1, device="cpu")
+
     # Without a split column every cell trains and the last epoch stays.
     plain = train_perturbation_model(
         checkpoint,

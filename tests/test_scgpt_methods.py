@@ -88,12 +88,56 @@ def test_registered_with_the_paper_labels():
     # Defaults are the tutorials' settings.
     ann = get_method("annotation", "scgpt").parameters()
     assert (ann["lr"], ann["batch_size"], ann["epochs"], ann["max_len"]) == (1e-4, 32, 10, 3001)
+    assert ann["val_fraction"] == 0.1
     pert = get_method("perturbation", "scgpt").parameters()
     assert (pert["lr"], pert["batch_size"], pert["epochs"]) == (1e-4, 64, 15)
+    assert (pert["dropout"], pert["expr_decoder"], pert["input_batchnorm"]) == (
+        0.0,
+        "affine",
+        False,
+    )
+    assert pert["load_all_weights"] is False
     integ = get_method("integration", "scgpt").parameters()
     assert (integ["ecs_threshold"], integ["ecs_weight"], integ["dsbn"]) == (0.8, 10.0, True)
+    assert (integ["include_zero_genes"], integ["use_batch_labels"], integ["val_fraction"]) == (
+        True,
+        True,
+        0.1,
+    )
     for spec in found.values():
         assert spec.parameters()["device"] == "auto"
+
+
+def test_tables_mark_the_suites_additions():
+    """Rows the paper's table does not have are marked; a from-scratch scBERT is one of them."""
+    import pandas as pd
+
+    from benchmark import tables
+
+    scbert = get_method("annotation", "scbert").label
+    assert scbert == "scBERT (from scratch)"  # the paper's scBERT is pre-trained
+    table = pd.DataFrame(
+        {
+            "dataset": ["ms", "ms", "ms"],
+            "label": ["scGPT", scbert, "Logistic regression"],
+            "n_seeds": [5, 5, 5],
+            "accuracy": [0.8, 0.7, 0.6],
+            "accuracy_se": [0.01, 0.01, 0.01],
+            "wall_seconds": [1.0, 1.0, 1.0],
+            "status": ["ok", "ok", "ok"],
+        }
+    )
+    merged = tables.add_paper_columns(table, tables.paper_values("annotation.csv"), ["accuracy"])
+    assert merged["in_paper"].tolist() == [True, False, False]
+    text = tables.to_markdown(merged, ["accuracy"], "annotation")
+    assert "| ms | scGPT | 5 |" in text
+    assert f"| ms | {scbert} (addition) |" in text
+    assert "| ms | Logistic regression (addition) |" in text
+    # Without a paper table nothing is called an addition.
+    plain = tables.to_markdown(
+        tables.add_paper_columns(table, None, ["accuracy"]), ["accuracy"], "annotation"
+    )
+    assert "(addition) |" not in plain
 
 
 def test_annotation_learns_and_writes_the_embedding(files, tmp_path):
