@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from benchmark.io import read_json, write_csv, write_text
+from benchmark.metrics.integration import CLUSTERINGS
+from benchmark.metrics.perturbation import NAN_POLICIES
 
 
 def collect_runs(run_files: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
@@ -135,15 +137,45 @@ def _cell(mean: float, se: float, paper: float) -> str:
     return text
 
 
+DEFINITIONS: dict[str, tuple[str, dict[str, str]]] = {
+    "clustering": ("NMI/ARI clustering", CLUSTERINGS),
+    "nan_policy": ("Undefined Pearson correlations", NAN_POLICIES),
+}
+"""Scoring options a task records in ``scores.json`` -> (what they set, value descriptions)."""
+
+
+def metric_definitions(runs: pd.DataFrame) -> list[str]:
+    """One line per scoring option recorded in the runs (e.g. clustering, NaN policy).
+
+    Runs scored with different settings of one option are not comparable; the line then says
+    so instead of letting the table mix them silently.
+    """
+    notes = []
+    for key, (what, described) in DEFINITIONS.items():
+        if key not in runs:
+            continue
+        values = sorted(runs[key].dropna().astype(str).unique())
+        if len(values) > 1:
+            notes.append(
+                f"{what}: MIXED across runs ({', '.join(values)}): rows scored with different "
+                f"`{key}` settings are not comparable."
+            )
+        elif values:
+            notes.append(f"{what}: `{key}: {values[0]}` ({described.get(values[0], '?')}).")
+    return notes
+
+
 def to_markdown(
     table: pd.DataFrame,
     metrics: Sequence[str],
     title: str,
     breakdown: Sequence[str] = (),
+    notes: Sequence[str] = (),
 ) -> str:
     """Render the table: one row per dataset and method, ``mean ± SE (paper)`` per metric.
 
-    ``breakdown`` metrics (columns of ``table`` too) follow in a second table.
+    ``breakdown`` metrics (columns of ``table`` too) follow in a second table; ``notes``
+    (e.g. :func:`metric_definitions`) are listed under the header.
     """
     lines = [
         f"# {title}",
@@ -152,6 +184,8 @@ def to_markdown(
         "reports one. `—`: not defined or not computed (see `status`). `(addition)`: a row "
         "the paper's table does not have (the suite's addition, not a paper row).",
         "",
+        *(f"- {note}" for note in notes),
+        *([""] if notes else []),
         *_markdown_rows(table, metrics),
     ]
     if breakdown:
@@ -202,5 +236,6 @@ def write_task_table(
     table = aggregate(runs, every)
     table = add_paper_columns(table, paper_values(paper_table) if paper_table else None, every)
     write_csv(table, out_csv, index=False)
-    write_text(to_markdown(table, metrics, title, breakdown), out_md)
+    notes = metric_definitions(runs)
+    write_text(to_markdown(table, metrics, title, breakdown, notes=notes), out_md)
     return table
