@@ -1,0 +1,341 @@
+"""One loader per source format (``format:`` of a ``kind: dataset`` entry).
+
+Each loader reads the entry's inputs from ``raw_dir`` into one AnnData with the standard obs
+keys, records what it did in ``record`` (stored as ``uns["standardisation"]``), and leaves
+gene harmonisation and validation to :func:`benchmark.datasets.standardise.standardise`.
+
+``h5ad``
+    One ``data`` input, or several inputs told apart by ``split: {by: files}`` (reference
+    and query files, concatenated in registry order). ``.h5ad.gz`` is decompressed.
+    ``modalities:`` maps a var column (e.g. ``feature_types``) to modalities.
+``gears``
+    GEARS' processed ``perturb_processed.h5ad``; ``split: {by: gears}`` recomputes GEARS'
+    split with GEARS' own code (same GO filter and seed as ``PertData.prepare_split``) or reads
+    a ``split`` input (a pickled ``{"train": [...], "val": [...], "test": [...]}``).
+``scvi_pbmc``
+    scvi-tools' ``pbmc_dataset`` built offline from its downloaded files.
+``paired_h5ad``
+    One h5ad per modality (inputs named ``rna``, ``protein``, ``atac``), same cells.
+``scmomat``
+    scMoMaT's mosaic folder layout (features x cells ``.npz`` per batch and modality).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from benchmark.conditions import normalise_condition
+from benchmark.datasets.errors import DatasetError
+from benchmark.datasets.fields import MODALITIES
+from benchmark.datasets.inputs import (
+    input_label,
+    listing,
+    read_h5ad,
+    require_file,
+    resolve_input,
+)
+from benchmark.datasets.schema import DatasetEntry
+from benchmark.datasets.source_keys import assign_modalities, map_obs, select_counts
+from benchmark.datasets.splits import gears_split, split_from_obs, split_from_sets
+from benchmark.datasets.standard import prefix_proteins
+
+__all__ = ["LOADERS"]
+
+log = logging.getLogger(__name__)
+
+
+def _load_h5ad(name: str, entry: DatasetEntry, raw_dir: Path, record: dict[str, Any]) -> ad.AnnData:
+    if entry.split.by == "files":
+        roles = entry.split.roles
+    else:
+        roles = {"data": None}
+    parts = []
+    counts_used = set()
+    for role, label in roles.items():
+        path = resolve_input(name, entry, entry.inputs[role], raw_dir)
+        part = read_h5ad(path)
+        part, counts_desc, x_kind = select_counts(name, part, entry, path)
+        counts_used.add((counts_desc, x_kind))
+        part.obs = map_obs(
+            name, part.obs, entry, role=label or role, where=path.name, record=record
+        )
+        if label is not None:
+            part.obs["split"] = pd.Categorical([label] * part.n_obs)
+        if entry.split.by == "obs":
+            part.obs["split"] = split_from_obs(name, part.obs, entry.split, path.name)
+        parts.append((role, part))
+    if len(counts_used) > 1:
+        raise DatasetError(f"{name}: inputs differ in what X holds: {sorted(counts_used)}")
+    ((counts_desc, x_kind),) = counts_used
+    record["x"], record["counts_from"] = x_kind, counts_desc
+    record["inputs"] = {role: str(input_label(entry.inputs[role])) for role in roles}
+    if len(parts) == 1:
+        adata = parts[0][1]
+    else:
+        adata = _concat_parts(name, parts, record)
+    if entry.modalities is not None:
+        adata = assign_modalities(name, adata, entry.modalities)
+    if entry.split.by != "none":
+        record["split"] = {
+            "by": entry.split.by,
+            "counts": {str(k): int(v) for k, v in adata.obs["split"].value_counts().items()},
+        }
+    return adata
+
+
+def _concat_parts(
+    name: str, parts: list[tuple[str, ad.AnnData]], record: dict[str, Any]
+) -> ad.AnnData:
+    for role, part in parts:
+        if not part.var_names.is_unique:
+            # Gene intersection needs unique names; repeats get anndata's "-1" suffixes.
+            log.warning("%s: %s has repeated gene names; suffixing them", name, role)
+            part.var_names_make_unique()
+            record.setdefault("var_names_made_unique", []).append(role)
+    names = [p.obs_names for _, p in parts]
+    all_names = pd.Index(np.concatenate([n.to_numpy() for n in names]))
+    if not all_names.is_unique:
+        for role, part in parts:
+            part.obs_names = [f"{role}:{cell}" for cell in part.obs_names]
+        record["obs_names_prefixed"] = "role:cell (cell names repeat across inputs)"
+    shared = parts[0][1].var_names
+    for _, part in parts[1:]:
+        shared = shared.intersection(part.var_names, sort=False)
+    if len(shared) == 0:
+        raise DatasetError(
+            f"{name}: the inputs share no gene; e.g. {[list(p.var_names[:3]) for _, p in parts]}"
+        )
+    lost = {
+        role: int(part.n_vars - len(shared)) for role, part in parts if part.n_vars != len(shared)
+    }
+    if lost:
+        log.warning("%s: genes not in every input are dropped: %s", name, lost)
+        record["genes_dropped_not_shared"] = lost
+    # Fill a var column missing from some parts from the parts that have it (the MS query
+    # file is indexed by the reference's gene names in scGPT's tutorial).
+    var = parts[0][1].var.loc[shared].copy()
+    for _, part in parts[1:]:
+        extra = part.var.loc[shared]
+        for column in extra.columns:
+            if column not in var.columns:
+                var[column] = extra[column]
+            else:
+                var[column] = var[column].where(var[column].notna(), extra[column])
+    adatas = [part[:, shared].copy() for _, part in parts]
+    for part in adatas:
+        part.var = var.copy()
+    # var is identical across parts; "outer" keeps obs columns that only some inputs have.
+    adata = ad.concat(adatas, axis=0, join="outer", merge="first", uns_merge="first")
+    for column in ("split", "cell_type", "batch", "condition"):
+        if column in adata.obs.columns:
+            adata.obs[column] = adata.obs[column].astype(str).astype("category")
+    return adata
+
+
+def _load_scvi_pbmc(
+    name: str, entry: DatasetEntry, raw_dir: Path, record: dict[str, Any]
+) -> ad.AnnData:
+    missing = [f.name for f in entry.files if not (raw_dir / f.name).exists()]
+    if missing:
+        raise DatasetError(
+            f"{name}: files missing in {raw_dir}: {missing} (present: {listing(raw_dir)})"
+        )
+    import scvi  # heavy; only this loader needs it
+
+    # With every file already in save_path, scvi-tools downloads nothing.
+    adata = scvi.data.pbmc_dataset(save_path=str(raw_dir), remove_extracted_data=False)
+    adata, counts_desc, x_kind = select_counts(name, adata, entry, raw_dir)
+    record["x"], record["counts_from"] = x_kind, counts_desc
+    adata.obs = map_obs(
+        name, adata.obs, entry, role="data", where="scvi pbmc_dataset", record=record
+    )
+    return adata
+
+
+def _load_paired(
+    name: str, entry: DatasetEntry, raw_dir: Path, record: dict[str, Any]
+) -> ad.AnnData:
+    parts = {}
+    kinds = set()
+    for modality in MODALITIES:
+        if modality not in entry.inputs:
+            continue
+        path = resolve_input(name, entry, entry.inputs[modality], raw_dir)
+        part = read_h5ad(path)
+        part, _, x_kind = select_counts(name, part, entry, path)
+        kinds.add(x_kind)
+        part.var["modality"] = modality
+        parts[modality] = (part, path)
+    first_modality = next(iter(parts))
+    first, first_path = parts[first_modality]
+    cells = first.obs_names
+    for part, _ in parts.values():
+        cells = cells.intersection(part.obs_names, sort=False)
+    if len(cells) == 0:
+        raise DatasetError(
+            f"{name}: the modality files share no cell name; e.g. "
+            f"{ {m: list(p.obs_names[:2]) for m, (p, _) in parts.items()} }"
+        )
+    unpaired = {
+        m: int(p.n_obs - len(cells)) for m, (p, _) in parts.items() if p.n_obs != len(cells)
+    }
+    if unpaired:
+        log.warning("%s: cells not measured in every modality are dropped: %s", name, unpaired)
+        record["cells_dropped_unpaired"] = unpaired
+    obs = map_obs(
+        name,
+        first.obs.loc[cells].copy(),
+        entry,
+        role=first_modality,
+        where=first_path.name,
+        record=record,
+    )
+    blocks, vars_ = [], []
+    for modality, (part, _) in parts.items():
+        part = part[cells]
+        var = part.var.copy()
+        if modality == "protein":
+            var = prefix_proteins(var)
+        blocks.append(sp.csr_matrix(part.X, dtype=np.float32))
+        vars_.append(var)
+    record["x"] = "counts" if kinds == {"counts"} else "/".join(sorted(kinds))
+    record["inputs"] = {m: input_label(entry.inputs[m]) for m in parts}
+    var = pd.concat(vars_, axis=0, join="outer")
+    return ad.AnnData(X=sp.hstack(blocks, format="csr"), obs=obs, var=var, uns=dict(first.uns))
+
+
+def _load_scmomat(
+    name: str, entry: DatasetEntry, raw_dir: Path, record: dict[str, Any]
+) -> ad.AnnData:
+    assert entry.mosaic is not None
+    features = {}
+    for modality, file in entry.mosaic.features.items():
+        path = require_file(name, raw_dir, file)
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        features[modality] = pd.Index(names)
+    obs_parts, rows = [], []
+    for batch, files in entry.mosaic.batches.items():
+        meta_path = require_file(name, raw_dir, files["meta"])
+        meta = pd.read_csv(meta_path, index_col=0)
+        blocks = {}
+        for modality in features:
+            if modality not in files:
+                continue
+            matrix = sp.load_npz(require_file(name, raw_dir, files[modality]))
+            # scMoMaT stores features x cells.
+            if matrix.shape != (len(features[modality]), len(meta)):
+                raise DatasetError(
+                    f"{name}: {files[modality]} is {matrix.shape[0]} x {matrix.shape[1]}, expected "
+                    f"{len(features[modality])} {modality} features x {len(meta)} cells of "
+                    f"{files['meta']}"
+                )
+            blocks[modality] = sp.csr_matrix(matrix.T, dtype=np.float32)
+        obs = meta.copy()
+        obs.index = [f"{batch}:{cell}" for cell in meta.index.astype(str)]
+        obs = map_obs(name, obs, entry, role=batch, where=files["meta"], record=record)
+        for modality in MODALITIES:
+            if modality in features:
+                obs[f"has_{modality}"] = modality in blocks
+        row = [
+            blocks.get(
+                modality, sp.csr_matrix((len(meta), len(features[modality])), dtype=np.float32)
+            )
+            for modality in features
+        ]
+        rows.append(sp.hstack(row, format="csr"))
+        obs_parts.append(obs)
+    var_parts = []
+    for modality, index in features.items():
+        var = pd.DataFrame({"modality": modality}, index=index.astype(str))
+        if modality == "protein":
+            var = prefix_proteins(var)
+        var_parts.append(var)
+    obs = pd.concat(obs_parts, axis=0)
+    record["x"] = "counts"
+    record["counts_from"] = "X (features x cells npz, transposed)"
+    record["mosaic"] = {
+        b: sorted(k for k in f if k != "meta") for b, f in entry.mosaic.batches.items()
+    }
+    return ad.AnnData(X=sp.vstack(rows, format="csr"), obs=obs, var=pd.concat(var_parts))
+
+
+def _load_gears(
+    name: str, entry: DatasetEntry, raw_dir: Path, record: dict[str, Any]
+) -> ad.AnnData:
+    path = resolve_input(name, entry, entry.inputs["data"], raw_dir)
+    adata = read_h5ad(path)
+    adata, counts_desc, x_kind = select_counts(name, adata, entry, path)
+    record["x"], record["counts_from"] = x_kind, counts_desc
+    record["inputs"] = {"data": input_label(entry.inputs["data"])}
+    source_condition = entry.obs["condition"].column
+    if source_condition is None or source_condition not in adata.obs.columns:
+        raise DatasetError(
+            f"{name}: obs column {source_condition!r} (registry obs.condition) not in {path.name}; "
+            f"obs columns: {list(adata.obs.columns)}"
+        )
+    conditions = adata.obs[source_condition].astype(str)
+    split = None
+    if "split" in entry.inputs:
+        split_path = resolve_input(name, entry, entry.inputs["split"], raw_dir)
+        with open(split_path, "rb") as fh:
+            set2conditions = pickle.load(fh)
+        split = split_from_sets(conditions, set2conditions)
+        record["split"] = {"by": "file", "file": input_label(entry.inputs["split"])}
+    elif entry.split.by == "gears":
+        gene2go = _load_pickle_input(name, entry, "gene2go", raw_dir)
+        pert_genes = _load_pickle_input(name, entry, "pert_genes", raw_dir)
+        gene_names = (
+            adata.var[entry.genes.symbol_column].astype(str).tolist()
+            if entry.genes.symbol_column in adata.var.columns
+            else list(adata.var_names.astype(str))
+        )
+        split, info = gears_split(
+            conditions, entry.split, gene_names=gene_names, gene2go=gene2go, pert_genes=pert_genes
+        )
+        record["split"] = info["record"]
+        adata.uns["split_subgroups"] = info["subgroups"]
+    adata.obs = map_obs(name, adata.obs, entry, role="data", where=path.name, record=record)
+    if split is not None:
+        adata.obs["split"] = pd.Categorical(split.to_numpy())
+        record.setdefault("split", {})["counts"] = {
+            str(k): int(v) for k, v in adata.obs["split"].value_counts().items()
+        }
+    # Standard spelling of conditions ("ctrl+A" -> "A+ctrl", "B+A" -> "A+B").
+    original = adata.obs["condition"].astype(str)
+    unique = original.unique()
+    spelled = {c: normalise_condition(c) for c in unique}
+    if any(k != v for k, v in spelled.items()):
+        adata.obs["condition_source"] = original.to_numpy()
+        adata.obs["condition"] = original.map(spelled).astype("category")
+        record["conditions_respelled"] = int(sum(k != v for k, v in spelled.items()))
+        if "split_subgroups" in adata.uns:
+            adata.uns["split_subgroups"] = {
+                part: {sg: [spelled.get(c, c) for c in conds] for sg, conds in groups.items()}
+                for part, groups in adata.uns["split_subgroups"].items()
+            }
+    return adata
+
+
+def _load_pickle_input(name: str, entry: DatasetEntry, role: str, raw_dir: Path) -> Any:
+    if role not in entry.inputs:
+        return None
+    with open(resolve_input(name, entry, entry.inputs[role], raw_dir), "rb") as fh:
+        return pickle.load(fh)
+
+
+LOADERS: dict[str, Callable[[str, DatasetEntry, Path, dict[str, Any]], ad.AnnData]] = {
+    "h5ad": _load_h5ad,
+    "gears": _load_gears,
+    "scvi_pbmc": _load_scvi_pbmc,
+    "paired_h5ad": _load_paired,
+    "scmomat": _load_scmomat,
+}
