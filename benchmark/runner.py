@@ -124,10 +124,12 @@ def run_method(
     params: dict[str, Any] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     threads: int | None = None,
+    metric_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``method`` on ``dataset`` for ``task`` and write output, ``run.json`` and ``scores.json``.
 
-    ``threads`` caps torch's intra-op threads (the job's share of the machine).
+    ``threads`` caps torch's intra-op threads (the job's share of the machine);
+    ``metric_options`` are the config's ``tasks.<task>.metrics`` (scoring choices).
 
     Any exception from the method, its output or its scoring is caught and recorded as
     ``status: failed`` with the error, so that one failing method never stops the others.
@@ -145,6 +147,7 @@ def run_method(
         "method": method,
         "seed": seed,
         "params": params,
+        "metric_options": dict(metric_options or {}),
         "status": "failed",
         "error": None,
     }
@@ -157,7 +160,7 @@ def run_method(
         spec = get_method(task, method)
         record["label"] = spec.label
         spec.check_params(params)
-        task_obj = get_task(task)
+        task_obj = get_task(task).with_metric_options(metric_options)
         adata = ad.read_h5ad(dataset_path)
         missing = [k for k in task_obj.required_obs if k not in adata.obs]
         if missing:
@@ -214,6 +217,7 @@ def run_method_isolated(
     params: dict[str, Any] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     threads: int | None = None,
+    metric_options: dict[str, Any] | None = None,
     log_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """:func:`run_method` in a child process, so that even a killed method becomes a failed row.
@@ -250,6 +254,7 @@ def run_method_isolated(
         "params": params or {},
         "checkpoint": None if checkpoint is None else str(checkpoint),
         "threads": threads,
+        "metric_options": metric_options or {},
     }
     command = [sys.executable, "-m", "benchmark.runner", json.dumps(spec)]
     log_file = open(log_path, "a", buffering=1) if log_path is not None else None

@@ -110,6 +110,10 @@ class WorkflowPlan:
             except KeyError as err:
                 raise ConfigError(f"config tasks.{task}: {err.args[0]}") from None
             section = config["tasks"][task]
+            try:
+                get_task(task).with_metric_options(section.get("metrics"))
+            except ValueError as err:
+                raise ConfigError(f"config tasks.{task}.metrics: {err}") from None
             for dataset in section["datasets"]:
                 if dataset not in registry.datasets:
                     raise ConfigError(
@@ -213,6 +217,10 @@ class WorkflowPlan:
                 params[key] = self.download_path(value["download"])
         return params
 
+    def metric_options(self, task: str) -> dict[str, Any]:
+        """The config's scoring choices for a task (``tasks.<task>.metrics``; empty: defaults)."""
+        return dict(self.config["tasks"][task].get("metrics") or {})
+
     def method_inputs(self, task: str, method: str) -> list[str]:
         """Downloaded files the method's parameters refer to."""
         params = self.config["tasks"][task]["methods"][method] or {}
@@ -230,11 +238,6 @@ class WorkflowPlan:
         """Job resources: defaults, then the config's ``resources.default``, then the method's."""
         configured = self.config.get("resources", {})
         return {**DEFAULT_RESOURCES, **configured.get("default", {}), **configured.get(method, {})}
-
-    def slurm_extra(self, method: str) -> str:
-        """``--gres=gpu:N`` for methods configured with GPUs (used by the SLURM profile)."""
-        gpus = self.resources(method)["gpu"]
-        return f"'--gres=gpu:{gpus}'" if gpus else ""
 
     def runs_of(self, task: str, dataset: str | None = None) -> list[str]:
         """``run.json`` paths of every planned job of a task (optionally one dataset)."""

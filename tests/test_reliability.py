@@ -307,3 +307,37 @@ def test_plugin_module_that_cannot_be_imported_is_named(monkeypatch):
     monkeypatch.setenv(registry.METHOD_MODULES_ENV, "no_such_module_xyz")
     with pytest.raises(ImportError, match=textwrap.dedent("names module 'no_such_module_xyz'")):
         registry.discover()
+
+
+def test_metric_options_reach_the_task(monkeypatch, tmp_path):
+    chosen = []
+
+    class _OptionTask(_FragileTask):
+        def with_metric_options(self, options):
+            chosen.append(options)
+            return self
+
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    monkeypatch.setattr(registry, "_DISCOVERED", True)
+    monkeypatch.setattr(runner, "get_task", lambda name: _OptionTask("nowhere"))
+
+    @registry.register("integration", "constant")
+    def constant(adata, *, seed):
+        return np.zeros(adata.n_obs)
+
+    adata = ad.AnnData(
+        np.ones((3, 2), dtype=np.float32), obs=pd.DataFrame({"cell_type": list("aab")})
+    )
+    adata.obs_names = ["x", "y", "z"]
+    adata.write_h5ad(tmp_path / "d.h5ad")
+    record = runner.run_method(
+        "integration",
+        "constant",
+        "d",
+        tmp_path / "d.h5ad",
+        tmp_path / "o",
+        seed=0,
+        metric_options={"clustering": "leiden"},
+    )
+    assert record["status"] == "ok" and chosen == [{"clustering": "leiden"}]
+    assert record["metric_options"] == {"clustering": "leiden"}

@@ -26,6 +26,7 @@ print("PLAN=" + json.dumps({{
     "config": config,
     "jobs": sorted([j.task, j.dataset, j.method, j.seed] for j in PLAN.jobs),
     "params": {{f"{{j.task}}/{{j.method}}": PLAN.method_params(j.task, j.method) for j in PLAN.jobs}},
+    "metrics": {{task: PLAN.metric_options(task) for task in PLAN.tasks}},
     "targets": PLAN.final_targets(),
 }}))
 """
@@ -70,6 +71,10 @@ def test_paper_plan_is_exactly_paper_yaml(tmp_path):
                 for key, value in (params or {}).items()
             }
             assert plan["params"][f"{task}/{method}"] == expected, (task, method)
+    # Scoring choices reach the jobs: the paper's (scib 1.0.3's Louvain, GEARS' NaN = 0).
+    assert plan["metrics"]["integration"] == {"clustering": "louvain"}
+    assert plan["metrics"]["perturbation"] == {"nan_policy": "zero"}
+    assert plan["metrics"]["annotation"] == {}
     # Nothing of the demo file: its builder parameters, pre-training settings, extra methods.
     assert "datasets" not in plan["config"]
     assert plan["config"]["model"]["pretrain"]["settings"] == paper["model"]["pretrain"]["settings"]
@@ -158,4 +163,11 @@ def test_dataset_not_registered_for_the_task_is_named():
     config = _demo()
     config["tasks"]["integration"]["datasets"].append("sim_perturb")
     with pytest.raises(ConfigError, match=r"'sim_perturb' is registered .* not 'integration'"):
+        WorkflowPlan.from_config(config)
+
+
+def test_metrics_option_a_task_does_not_have_is_named():
+    config = _demo()
+    config["tasks"]["annotation"]["metrics"] = {"clustering": "louvain"}
+    with pytest.raises(ConfigError, match=r"tasks\.annotation\.metrics: .*\['clustering'\]"):
         WorkflowPlan.from_config(config)

@@ -60,6 +60,26 @@ class Task(abc.ABC):
     def score(self, output: Any, inputs: dict[str, Any], *, seed: int) -> dict[str, float]:
         """Score the output against the truth; keys include every name in :attr:`metrics`."""
 
+    #: Keys the config's ``tasks.<task>.metrics`` may set (none unless a task overrides).
+    metric_options: tuple[str, ...] = ()
+
+    def with_metric_options(self, options: dict[str, Any] | None) -> Task:
+        """This task scored with the config's ``tasks.<task>.metrics`` options.
+
+        Tasks with scoring choices override this; here any option is an error.
+
+        Raises
+        ------
+        ValueError
+            Naming the options this task does not have.
+        """
+        if options:
+            raise ValueError(
+                f"{self.name} task: metrics option(s) {sorted(options)} are not defined; "
+                "this task has no scoring options"
+            )
+        return self
+
     def figures(self, run_dirs: list[Path], dataset_path: Path, out_dir: Path) -> list[Path]:
         """Draw this task's figures for one dataset from all its runs; return the files.
 

@@ -14,6 +14,7 @@ rule run_method:
         scores=f"{RESULTS}/{{task}}/{{dataset}}/{{method}}/seed{{seed}}/scores.json",
     params:
         params=lambda wc: PLAN.method_params(wc.task, wc.method),
+        metric_options=lambda wc: PLAN.metric_options(wc.task),
         checkpoint=lambda wc: (
             PLAN.checkpoint_dir() if PLAN.needs_checkpoint(wc.task, wc.method) else None
         ),
@@ -21,8 +22,8 @@ rule run_method:
     resources:
         mem_mb=lambda wc: PLAN.resources(wc.method)["mem_mb"],
         runtime=lambda wc: PLAN.resources(wc.method)["runtime"],
+        # SLURM: the executor plugin turns `gpu` into `--gpus=N` (sbatch and srun).
         gpu=lambda wc: PLAN.resources(wc.method)["gpu"],
-        slurm_extra=lambda wc: PLAN.slurm_extra(wc.method),
     conda:
         lambda wc: "../../" + PLAN.method_env(wc.task, wc.method)
     log:

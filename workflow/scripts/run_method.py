@@ -22,5 +22,6 @@ with job_logging(snakemake.log[0]):
         params=snakemake.params.params,
         checkpoint=snakemake.params.checkpoint,
         threads=snakemake.threads,
+        metric_options=snakemake.params.metric_options,
         log_path=snakemake.log[0],
     )
