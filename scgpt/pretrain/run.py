@@ -371,10 +371,16 @@ def _train_one(cfg: PretrainConfig, fraction: float, out_dir: Path, dist_info: _
                         and step >= cfg.cell_prompt_after
                     )
                     for i, mb in enumerate(micro):
+                        # A micro-batch's draws (generation ratio, generated genes) follow its
+                        # place in the global stream: rank r's b-th batch is batch b * world + r
+                        # of the epoch. W ranks then draw what one process with W times the
+                        # accumulation draws for the same cells, and one process (world 1)
+                        # keeps the draws it always had ([seed, epoch, b, 0]).
+                        global_index = int(mb["batch_index"]) * dist_info.world + dist_info.rank
                         gen = torch.Generator().manual_seed(
                             int(
                                 np.random.SeedSequence(
-                                    [cfg.seed, epoch, int(mb["batch_index"]), dist_info.rank]
+                                    [cfg.seed, epoch, global_index, 0]
                                 ).generate_state(1)[0]
                             )
                         )
