@@ -1,9 +1,14 @@
 """Streaming pre-training corpus: one ``.h5ad`` or a folder of ``.h5ad`` shards, never loaded whole.
 
 Shards are opened in backed mode one at a time and read in chunks of rows. The order of an
-epoch is a deterministic function of ``(seed, epoch)``: the list of chunks is permuted,
-chunks are dealt round-robin to the data-parallel ranks, and inside a chunk cells are sorted
-by length into batches (little padding) whose order is shuffled. Every random choice for a
+epoch is a deterministic function of ``(seed, epoch)``: each shard's rows are dealt at random
+into chunks (a new deal every epoch, so a shard that concatenates several source data sets
+row block by row block still gives mixed chunks), the list of chunks is permuted, chunks are
+dealt round-robin to the data-parallel ranks, and inside a chunk cells are grouped into
+length buckets (little padding) whose members are shuffled before they are cut into batches,
+and the batches' order is shuffled. Without the shuffle inside buckets, a stable sort by
+length keeps row order whenever lengths tie (every cell with ``max_len`` genes), so batches
+were runs of consecutive rows (one source each) and the same batches every epoch. Every random choice for a
 cell (binning ties, down-sampling) comes from a generator keyed by ``(seed, epoch, shard,
 row)``. A position in the stream is therefore just ``(epoch, batches consumed)``, and
 resuming skips whole chunks without reading them.
@@ -161,11 +166,16 @@ class ShardedCorpus:
 
     # plan -----------------------------------------------------------------------------------
     def _all_chunks(self, epoch: int) -> list[tuple[int, int, np.ndarray]]:
-        chunks = [
-            (si, start, s.rows[start : start + self.chunk_size])
-            for si, s in enumerate(self.shards)
-            for start in range(0, len(s.rows), self.chunk_size)
-        ]
+        chunks = []
+        for si, s in enumerate(self.shards):
+            # A fresh deal of the shard's rows every epoch; each chunk's rows are sorted back
+            # for reading. Chunk sizes do not depend on the deal, so a resumed run can still
+            # count batches of skipped chunks without reading them.
+            rows = np.random.default_rng([self.seed, 7927, epoch, si]).permutation(s.rows)
+            chunks.extend(
+                (si, start, np.sort(rows[start : start + self.chunk_size]))
+                for start in range(0, len(rows), self.chunk_size)
+            )
         order = np.random.default_rng([self.seed, 104729, epoch]).permutation(len(chunks))
         return [chunks[i] for i in order]
 
@@ -219,8 +229,12 @@ class ShardedCorpus:
                     rng=cell_rng(self.seed, epoch, si, int(r)),
                 )
             )
+        # Length buckets of width max_len / 16 (padding waste below ~6% of max_len), cells in
+        # random order inside a bucket: lexsort's last key (bucket) is the primary one.
         lengths = np.array([len(g) for g, _ in cells])
-        order = np.argsort(lengths, kind="stable")
+        width = max(1, self.max_len // 16)
+        tie_break = np.random.default_rng([self.seed, 6700417, epoch, si, start]).random(len(cells))
+        order = np.lexsort((tie_break, (lengths + width - 1) // width))
         batches = [
             [cells[k] for k in order[b : b + self.batch_size]]
             for b in range(0, len(order), self.batch_size)

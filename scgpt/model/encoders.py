@@ -6,6 +6,8 @@ Module and parameter names follow the released checkpoints (``encoder.embedding`
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -52,8 +54,20 @@ class ContinuousValueEncoder(nn.Module):
         ``[0, init_value_range]``. With PyTorch's default initialisation the kinks all sit
         near 0, the MLP is nearly linear in the value for values > 1, and the LayerNorm after
         it (scale invariant) maps values such as 5 and 40 to almost the same vector, which
-        holds training from scratch on a "predict the gene mean" plateau for long. Only the
-        initialisation changes; released weights load unchanged.
+        holds training from scratch on a "predict the gene mean" plateau for long. ``0``
+        keeps PyTorch's initialisation. Only the initialisation changes; released weights
+        load unchanged (same parameters, same shapes).
+    special_values
+        Input values with a meaning of their own (the mask value -1 and the pad / ``<cls>``
+        value -2). Those below 0 get dedicated hidden units: a quarter of the units, split
+        among the midpoints between consecutive special values and 0, each active only below
+        its midpoint and with a weight large enough (a few times ``init_value_range``) that
+        it dominates there. Otherwise -1 and -2 lie on the linear extension of the lowest
+        bins and their encodings have cosine ~0.999 with bin 1, so a fresh model cannot tell
+        "masked" from "expressed at a low level" (the official code has the same weakness).
+        ``linear2``'s bias is then set so that the MLP's output is centred over the expected
+        inputs (the special values and 0 .. ``init_value_range``): without it one shared
+        offset dominates every encoding (bins 5 and 10 at cosine 0.99).
     """
 
     def __init__(
@@ -62,6 +76,7 @@ class ContinuousValueEncoder(nn.Module):
         dropout: float = 0.1,
         max_value: float = 512.0,
         init_value_range: float = 51.0,
+        special_values: tuple[float, ...] = (),
     ) -> None:
         super().__init__()
         self.dropout = nn.Dropout(p=dropout)
@@ -71,9 +86,32 @@ class ContinuousValueEncoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.max_value = max_value
         if init_value_range > 0:
-            with torch.no_grad():
-                kinks = torch.rand(d_model) * init_value_range
-                self.linear1.bias.copy_(-self.linear1.weight[:, 0] * kinks)
+            self._init_value_units(d_model, float(init_value_range), special_values)
+
+    @torch.no_grad()
+    def _init_value_units(
+        self, d_model: int, value_range: float, specials: tuple[float, ...]
+    ) -> None:
+        weight = self.linear1.weight[:, 0].clone()
+        kinks = torch.rand(d_model) * value_range
+        below = sorted({float(v) for v in specials if v < 0})
+        points = [*below, 0.0]
+        mids = [(a + b) / 2 for a, b in itertools.pairwise(points)]
+        n_special = max(len(mids), d_model // 4) if mids and d_model >= 2 * len(mids) else 0
+        if n_special:
+            # Unit i serves midpoint i mod n (the highest first). A unit at a lower midpoint
+            # also fires for every value below it, so lower midpoints get larger weights
+            # (x 1, 4, 7, ...): e.g. -1 and -2 then differ by more than a common scale.
+            which = torch.arange(n_special) % len(mids)
+            rank_from_top = len(mids) - 1 - which
+            kinks[:n_special] = torch.tensor(mids)[which]
+            scale = (2.0 + 2.0 * torch.rand(n_special)) * value_range * (1.0 + 3.0 * rank_from_top)
+            weight[:n_special] = -scale  # negative slope: active only below the midpoint
+        self.linear1.weight[:, 0] = weight
+        self.linear1.bias.copy_(-weight * kinks)
+        grid = torch.tensor([*below, *range(int(value_range) + 1)], dtype=weight.dtype)
+        hidden = self.activation(self.linear1(grid[:, None]))
+        self.linear2.bias.sub_(self.linear2(hidden).mean(0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode values ``x`` (B x L) into B x L x d."""

@@ -59,7 +59,11 @@ class TransformerModel(nn.Module):
             self.flag_encoder = nn.Embedding(2, c.d_model)
         if c.input_emb_style == "continuous":
             self.value_encoder: nn.Module = ContinuousValueEncoder(
-                c.d_model, c.dropout, c.max_value, init_value_range=float(c.n_bins)
+                c.d_model,
+                c.dropout,
+                c.max_value,
+                init_value_range=float(c.n_bins),
+                special_values=(float(c.mask_value), float(c.pad_value)),
             )
         elif c.input_emb_style == "category":
             pad = int(c.pad_value)
