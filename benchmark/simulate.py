@@ -48,6 +48,7 @@ __all__ = [
     "ground_truth_targets",
     "make_batch_effects",
     "make_world",
+    "simulate_atlas",
     "simulate_celltypes",
     "simulate_multiome",
     "simulate_perturbation",
@@ -59,6 +60,7 @@ _STREAM_WORLD = 11
 _STREAM_CELLTYPES = 23
 _STREAM_PERTURBATION = 37
 _STREAM_MULTIOME = 41
+_STREAM_ATLAS = 53
 
 # Target sum used for "log1p(normalised)" expression everywhere in the ground truth.
 NORMALISE_TARGET_SUM = 1e4
@@ -702,6 +704,164 @@ def simulate_celltypes(
             "cell_types": list(world.cell_types),
             "programs": list(world.program_names),
             "activity": np.asarray(world.type_activity, dtype=float),
+        },
+        "batch_effects": effects.to_uns(),
+    }
+    return adata
+
+
+# --------------------------------------------------------------------------------------------
+# Atlas (pre-training corpus)
+# --------------------------------------------------------------------------------------------
+
+
+def _tissue_types(
+    n_tissues: int, n_types: int, per_tissue: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Cell-type sets of the tissues: windows of a random type order, spread over it.
+
+    Tissue ``t``'s window starts at ``floor(t * n_types / n_tissues)``, so together the
+    tissues cover every type; neighbouring tissues overlap when ``per_tissue`` exceeds the
+    spacing and distant ones are disjoint (6 types, 4 tissues of 3: {a,b,c}, {b,c,d},
+    {d,e,f}, {e,f,a}).
+    """
+    order = rng.permutation(n_types)
+    return [
+        np.sort(order[(t * n_types // n_tissues + np.arange(per_tissue)) % n_types])
+        for t in range(n_tissues)
+    ]
+
+
+def simulate_atlas(
+    world: SimulationWorld | None = None,
+    *,
+    n_cells: int = 30000,
+    n_tissues: int = 4,
+    types_per_tissue: int = 3,
+    donors_per_tissue: int = 3,
+    batches_per_donor: int = 2,
+    seed: int = 0,
+    tissue_sd: float = 0.1,
+    donor_sd: float = 0.05,
+    activity_sd: float = 0.15,
+    tf_sd: float = 0.3,
+    library_sd: float = 0.3,
+    batch_gene_sigma: float = 0.4,
+) -> ad.AnnData:
+    """Simulate a cell atlas of several tissues, donors and batches (a pre-training corpus).
+
+    Every tissue holds a subset of the world's cell types (neighbouring tissues share some;
+    see :func:`_tissue_types`) and shifts the program activities of its cells by a tissue
+    context (``tissue_sd``); each donor adds a smaller shift (``donor_sd``); each donor's
+    cells are sequenced in ``batches_per_donor`` batches with their own technical effects.
+    Cells are stored tissue by tissue, as atlases concatenated from studies are.
+
+    Parameters
+    ----------
+    world
+        Simulation world; None uses ``make_world()`` (the world of the demo data sets, so a
+        model pre-trained on the atlas knows their genes and programs).
+    n_cells
+        Number of cells (split about equally among tissues).
+    n_tissues, types_per_tissue
+        Number of tissues and cell types per tissue.
+    donors_per_tissue, batches_per_donor
+        Donors per tissue and sequencing batches per donor.
+    seed
+        Seed of this data set (the world has its own).
+    tissue_sd, donor_sd
+        SD of the per-tissue and per-donor shifts of program activities.
+    activity_sd, tf_sd, library_sd, batch_gene_sigma
+        As in :func:`simulate_celltypes`.
+
+    Returns
+    -------
+    anndata.AnnData
+        ``X`` raw counts (CSR float32); obs ``cell_type``, ``tissue``, ``donor``, ``batch``,
+        ``split`` (all ``"train"``), ``n_counts``; var ``is_tf``, ``program``;
+        ``uns["simulation"]`` the ground truth (programs, network, tissues' cell types and
+        activity shifts, batch effects, parameters).
+    """
+    world = _check_world(world)
+    n_types = len(world.cell_types)
+    if n_tissues < 1 or not 1 <= types_per_tissue <= n_types:
+        raise ValueError(
+            f"simulate_atlas: need n_tissues >= 1 and 1 <= types_per_tissue <= {n_types}, "
+            f"got {n_tissues}, {types_per_tissue}"
+        )
+    if donors_per_tissue < 1 or batches_per_donor < 1 or n_cells < n_tissues:
+        raise ValueError(
+            f"simulate_atlas: need donors_per_tissue, batches_per_donor >= 1 and n_cells >= "
+            f"n_tissues, got {donors_per_tissue}, {batches_per_donor}, {n_cells}"
+        )
+    rng = _rng(_STREAM_ATLAS, seed)
+    tissue_types = _tissue_types(n_tissues, n_types, types_per_tissue, rng)
+    n_programs = len(world.program_names)
+    tissue_shift = rng.normal(0.0, tissue_sd, (n_tissues, n_programs))
+    n_donors = n_tissues * donors_per_tissue
+    donor_shift = rng.normal(0.0, donor_sd, (n_donors, n_programs))
+    n_batch = n_donors * batches_per_donor
+    effects = make_batch_effects(n_batch, world.n_genes, rng, gene_sigma=batch_gene_sigma)
+
+    sizes = np.full(n_tissues, n_cells // n_tissues)
+    sizes[: n_cells % n_tissues] += 1
+    blocks, type_codes, tissue_codes, donor_codes, batch_codes = [], [], [], [], []
+    for t, size in enumerate(sizes):
+        props = rng.dirichlet(np.full(len(tissue_types[t]), 4.0))
+        types = tissue_types[t][rng.choice(len(tissue_types[t]), size, p=props)]
+        donors = t * donors_per_tissue + np.sort(rng.integers(0, donors_per_tissue, size))
+        batches = donors * batches_per_donor + rng.integers(0, batches_per_donor, size)
+        activity = world.type_activity[types] + tissue_shift[t] + donor_shift[donors]
+        _, log_ab = _cell_states(
+            world, np.clip(activity, 0.0, None), rng, activity_sd=activity_sd, tf_sd=tf_sd
+        )
+        counts = _sample_nb(_expected_counts(world, log_ab, rng, library_sd), world.theta, rng)
+        counts = apply_batch_effects(counts, batches, effects, rng)
+        blocks.append(sp.csr_matrix(counts.astype(np.float32)))
+        type_codes.append(types)
+        tissue_codes.append(np.full(size, t))
+        donor_codes.append(donors)
+        batch_codes.append(batches)
+
+    type_code = np.concatenate(type_codes)
+    obs = pd.DataFrame(index=pd.Index([f"atlas{i:06d}" for i in range(n_cells)], name="cell"))
+    obs["cell_type"] = pd.Categorical.from_codes(type_code, categories=list(world.cell_types))
+    obs["tissue"] = pd.Categorical.from_codes(
+        np.concatenate(tissue_codes), categories=[f"tissue{t}" for t in range(n_tissues)]
+    )
+    obs["donor"] = pd.Categorical.from_codes(
+        np.concatenate(donor_codes), categories=[f"donor{d:02d}" for d in range(n_donors)]
+    )
+    obs["batch"] = pd.Categorical.from_codes(
+        np.concatenate(batch_codes), categories=list(effects.names)
+    )
+    obs["split"] = pd.Categorical(np.full(n_cells, "train", dtype=object), categories=["train"])
+    X = sp.vstack(blocks, format="csr")
+    obs["n_counts"] = np.asarray(X.sum(axis=1)).ravel().astype(np.float32)
+
+    adata = ad.AnnData(X=X, obs=obs, var=_var_frame(world))
+    adata.uns["simulation"] = {
+        "generator": "simulate_atlas",
+        "seed": int(seed),
+        **_world_uns(world),
+        "params": {
+            "n_cells": n_cells,
+            "n_tissues": n_tissues,
+            "types_per_tissue": types_per_tissue,
+            "donors_per_tissue": donors_per_tissue,
+            "batches_per_donor": batches_per_donor,
+            "tissue_sd": tissue_sd,
+            "donor_sd": donor_sd,
+            "activity_sd": activity_sd,
+            "tf_sd": tf_sd,
+            "library_sd": library_sd,
+            "batch_gene_sigma": batch_gene_sigma,
+            "library_size": world.library_size,
+        },
+        "tissues": {
+            "names": [f"tissue{t}" for t in range(n_tissues)],
+            "cell_types": [[world.cell_types[i] for i in ts] for ts in tissue_types],
+            "activity_shift": np.asarray(tissue_shift, dtype=float),
         },
         "batch_effects": effects.to_uns(),
     }
