@@ -10,7 +10,7 @@ setup:
 
 ## Run the demo workflow end to end (config/config.yaml): results/tables/*.md
 demo: setup
-	$(BIN)/snakemake --cores $(CORES) --profile workflow/profiles/default
+	$(BIN)/snakemake --cores $(CORES)
 
 ## Run the test suite (offline, CPU, a few minutes)
 test: setup

@@ -6,6 +6,8 @@ import dataclasses
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -73,6 +75,7 @@ def pretrain_checkpoint(
     *,
     settings: Mapping[str, Any] | None = None,
     threads: int | None = None,
+    processes: int = 1,
 ) -> Path:
     """Pre-train scGPT on ``corpus`` and publish the checkpoint and loss log in ``out_dir``.
 
@@ -87,6 +90,9 @@ def pretrain_checkpoint(
         ``model.pretrain.settings``); ``data`` and ``output_dir`` are set here.
     threads
         CPU threads for torch (the job's share of the machine).
+    processes
+        Data-parallel processes: above 1, the run is launched with ``torchrun`` (one process
+        per GPU, or gloo on CPU), the way a multi-GPU job of the paper configuration runs.
     """
     from scgpt.pretrain import pretrain
 
@@ -95,7 +101,10 @@ def pretrain_checkpoint(
         settings.setdefault("num_threads", threads)
     config = pretrain_config(corpus, work_dir, settings)
     _discard_stale_run(config)
-    exported = Path(pretrain(config))
+    if processes > 1:
+        exported = _pretrain_with_torchrun(config, processes)
+    else:
+        exported = Path(pretrain(config))
     missing = [name for name in EXPORTED_FILES if not (exported / name).is_file()]
     if missing:
         raise RuntimeError(f"pre-training finished but {exported} lacks {missing}")
@@ -107,6 +116,46 @@ def pretrain_checkpoint(
             shutil.copyfile(source, tmp)
     log.info("pre-trained checkpoint in %s", out)
     return out
+
+
+def _pretrain_with_torchrun(config, processes: int) -> Path:
+    """Run :func:`scgpt.pretrain.pretrain` in ``processes`` DDP ranks; return the export folder."""
+    import yaml
+
+    work = Path(config.output_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    options = {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in config.to_dict().items()
+        if key != "extra" or value
+    }
+    run_file = work / "torchrun_config.yaml"
+    with atomic_path(run_file) as tmp:
+        tmp.write_text(yaml.safe_dump(options, sort_keys=False))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+        "scgpt.pretrain",
+        "--config",
+        str(run_file),
+    ]
+    log.info("pre-training with %d processes: %s", processes, " ".join(command))
+    try:  # the job log, when job_logging has redirected sys.stdout to it
+        sys.stdout.flush()
+        output = sys.stdout if sys.stdout.fileno() >= 0 else None
+    except (AttributeError, OSError, ValueError):
+        output = None
+    result = subprocess.run(command, check=False, stdout=output, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"torchrun pre-training ({processes} processes) exited with code "
+            f"{result.returncode}; see the ranks' output above in this log"
+        )
+    return work / "model"
 
 
 def _discard_stale_run(config) -> None:

@@ -178,3 +178,27 @@ def _losses(folder: Path) -> torch.Tensor:
     with (folder / "loss.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     return torch.tensor([float(r["loss"]) for r in rows], dtype=torch.float64)
+
+
+def test_workflow_pretraining_with_two_processes_exports_a_checkpoint(setup, tmp_path):
+    """The pretrain rule's path for `gpu: N > 1`: torchrun from benchmark.pretraining."""
+    from benchmark.pretraining import pretrain_checkpoint
+    from scgpt import load_pretrained
+
+    options = yaml.safe_load((setup / "run.yaml").read_text())
+    settings = {k: v for k, v in options.items() if k not in ("data", "output_dir")}
+    out = pretrain_checkpoint(
+        options["data"], tmp_path / "out", tmp_path / "work", settings=settings, processes=2
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "args.json",
+        "best_model.pt",
+        "loss.csv",
+        "vocab.json",
+    ]
+    model, vocab, _ = load_pretrained(out)
+    assert len(vocab) > 40 and model.config.d_model == 32
+    # It went through torchrun (its options file) and trained (the loss log has steps).
+    assert (tmp_path / "work" / "torchrun_config.yaml").is_file()
+    with (out / "loss.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) >= 1

@@ -28,8 +28,9 @@ rule pretrain:
         work_dir=f"{RESULTS}/model/pretrain_work",
     threads: lambda wc: PLAN.resources("pretrain")["threads"]
     resources:
-        mem_mb=8000,
-        runtime=24 * 60,
+        # resources.pretrain in the config; `gpu: N` above 1 runs N DDP processes (torchrun).
+        mem_mb=lambda wc: PLAN.resources("pretrain")["mem_mb"],
+        runtime=lambda wc: PLAN.resources("pretrain")["runtime"],
         gpu=lambda wc: PLAN.resources("pretrain")["gpu"],
     log:
         f"{LOGS}/model/pretrain.log",

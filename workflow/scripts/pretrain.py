@@ -11,4 +11,5 @@ with job_logging(snakemake.log[0]):
         snakemake.params.work_dir,
         settings=snakemake.params.settings,
         threads=snakemake.threads,
+        processes=max(1, snakemake.resources.gpu),
     )
