@@ -142,48 +142,41 @@ class _FragileTask(Task):
         return {"mae": 0.0}
 
 
-@pytest.mark.parametrize(("fail_in", "message"), [("save", "disk full"), ("score", "undefined")])
-def test_failure_in_save_or_score_is_a_failed_run(monkeypatch, tmp_path, fail_in, message):
+def _run_toy(monkeypatch, tmp_path, task: Task, method, **kwargs) -> dict:
+    """Run ``method`` (registered for integration) under ``task`` on a 3-cell dataset."""
     monkeypatch.setattr(registry, "_REGISTRY", {})
     monkeypatch.setattr(registry, "_DISCOVERED", True)
-    monkeypatch.setattr(runner, "get_task", lambda name: _FragileTask(fail_in))
-
-    @registry.register("integration", "constant")
-    def constant(adata, *, seed):
-        return np.zeros(adata.n_obs)
-
+    monkeypatch.setattr(runner, "get_task", lambda name: task)
+    registry.register("integration", method.__name__)(method)
     adata = ad.AnnData(
         np.ones((3, 2), dtype=np.float32), obs=pd.DataFrame({"cell_type": list("aab")})
     )
     adata.obs_names = ["x", "y", "z"]
     adata.write_h5ad(tmp_path / "d.h5ad")
-    record = runner.run_method(
-        "integration", "constant", "d", tmp_path / "d.h5ad", tmp_path / "o", seed=0
+    return runner.run_method(
+        "integration", method.__name__, "d", tmp_path / "d.h5ad", tmp_path / "o", seed=0, **kwargs
     )
+
+
+def constant(adata, *, seed):
+    return np.zeros(adata.n_obs)
+
+
+@pytest.mark.parametrize(("fail_in", "message"), [("save", "disk full"), ("score", "undefined")])
+def test_failure_in_save_or_score_is_a_failed_run(monkeypatch, tmp_path, fail_in, message):
+    record = _run_toy(monkeypatch, tmp_path, _FragileTask(fail_in), constant)
     assert record["status"] == "failed" and message in record["error"]
     assert json.loads((tmp_path / "o" / "scores.json").read_text()) == {"status": "failed"}
 
 
 def test_warnings_are_recorded_and_flagged(monkeypatch, tmp_path):
-    monkeypatch.setattr(registry, "_REGISTRY", {})
-    monkeypatch.setattr(registry, "_DISCOVERED", True)
-    monkeypatch.setattr(runner, "get_task", lambda name: _FragileTask("nowhere"))
-
-    @registry.register("integration", "warns")
     def warns(adata, *, seed):
         logging.getLogger("scgpt.vocab").warning(
             "only %.1f%% of %d genes in the vocabulary", 2, 300
         )
         return np.zeros(adata.n_obs)
 
-    adata = ad.AnnData(
-        np.ones((3, 2), dtype=np.float32), obs=pd.DataFrame({"cell_type": list("aab")})
-    )
-    adata.obs_names = ["x", "y", "z"]
-    adata.write_h5ad(tmp_path / "d.h5ad")
-    record = runner.run_method(
-        "integration", "warns", "d", tmp_path / "d.h5ad", tmp_path / "o", seed=0
-    )
+    record = _run_toy(monkeypatch, tmp_path, _FragileTask("nowhere"), warns)
     assert record["status"] == "ok"
     assert record["warnings"] == ["scgpt.vocab: only 2.0% of 300 genes in the vocabulary"]
     tables.write_task_table(
@@ -317,26 +310,11 @@ def test_metric_options_reach_the_task(monkeypatch, tmp_path):
             chosen.append(options)
             return self
 
-    monkeypatch.setattr(registry, "_REGISTRY", {})
-    monkeypatch.setattr(registry, "_DISCOVERED", True)
-    monkeypatch.setattr(runner, "get_task", lambda name: _OptionTask("nowhere"))
-
-    @registry.register("integration", "constant")
-    def constant(adata, *, seed):
-        return np.zeros(adata.n_obs)
-
-    adata = ad.AnnData(
-        np.ones((3, 2), dtype=np.float32), obs=pd.DataFrame({"cell_type": list("aab")})
-    )
-    adata.obs_names = ["x", "y", "z"]
-    adata.write_h5ad(tmp_path / "d.h5ad")
-    record = runner.run_method(
-        "integration",
-        "constant",
-        "d",
-        tmp_path / "d.h5ad",
-        tmp_path / "o",
-        seed=0,
+    record = _run_toy(
+        monkeypatch,
+        tmp_path,
+        _OptionTask("nowhere"),
+        constant,
         metric_options={"clustering": "leiden"},
     )
     assert record["status"] == "ok" and chosen == [{"clustering": "leiden"}]
