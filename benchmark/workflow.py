@@ -271,6 +271,10 @@ class WorkflowPlan:
             targets += [
                 f"{self.results_dir}/figures/{task}/{dataset}" for dataset in self.datasets_of(task)
             ]
+        targets += [
+            f"{self.results_dir}/report/paper_comparison.html",
+            f"{self.results_dir}/report/provenance.html",
+        ]
         return targets
 
 

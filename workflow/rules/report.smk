@@ -35,3 +35,26 @@ rule task_figures:
         f"{LOGS}/figures/{{task}}/{{dataset}}.log",
     script:
         "../scripts/task_figures.py"
+
+
+rule report_pages:
+    input:
+        tables=lambda wc: [f"{RESULTS}/tables/{task}.csv" for task in PLAN.tasks],
+        runs=lambda wc: [f"{PLAN.run_dir(job)}/run.json" for job in PLAN.jobs],
+    output:
+        comparison=report(
+            f"{RESULTS}/report/paper_comparison.html",
+            caption="../report/comparison.rst",
+            category="Overview",
+        ),
+        provenance=report(
+            f"{RESULTS}/report/provenance.html",
+            caption="../report/provenance.rst",
+            category="Overview",
+        ),
+    params:
+        tasks=lambda wc: list(PLAN.tasks),
+    log:
+        f"{LOGS}/report/pages.log",
+    script:
+        "../scripts/report_pages.py"
