@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: setup demo test lint paper-plan
+.PHONY: setup demo test lint paper-plan report
 
 setup:
 	bash scripts/setup.sh
@@ -17,6 +17,10 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+## One HTML report of the demo run (and screenshots when chromium is installed)
+report: setup
+	bash scripts/report.sh
 
 ## Plan every job of the paper's configuration (no downloads, seconds)
 paper-plan: setup
