@@ -1,4 +1,4 @@
-"""Fetch a released scGPT checkpoint folder (args.json, vocab.json, best_model.pt)."""
+"""Fetch a scGPT checkpoint folder (args.json, vocab.json, best_model.pt): released or committed."""
 
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ REQUIRED_FILES = ("args.json", "vocab.json", "best_model.pt")
 
 
 def fetch_checkpoint(source: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
-    """Download a checkpoint described by the registry into ``out_dir`` and check its layout.
+    """Download (or copy, for a committed one) a checkpoint into ``out_dir`` and check its layout.
 
     Parameters
     ----------
     source
         ``Registry.checkpoint_source(name)``: ``kind`` is ``"google_drive_folder"`` (fetched
-        with gdown's folder download) or ``"url"`` (a base URL under which each file lies);
+        with gdown's folder download), ``"url"`` (a base URL under which each file lies) or
+        ``"local"`` (``path``: a folder of this repository, copied);
         ``files`` the file names; ``sha256`` known digests by file name.
     out_dir
         Destination folder; files appear there only after the whole folder verified.
@@ -41,7 +42,18 @@ def fetch_checkpoint(source: Mapping[str, Any], out_dir: str | os.PathLike[str])
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        if source.get("kind") == "google_drive_folder":
+        if source.get("kind") == "local":
+            # A checkpoint committed to this repository: copied (never downloaded), then
+            # checked against the registry's digests like a download.
+            folder = Path(source["path"])
+            for name in files:
+                if not (folder / name).is_file():
+                    raise FileNotFoundError(
+                        f"checkpoint {source.get('name')!r}: {folder / name} does not exist "
+                        "(the registry's path: is relative to the repository root)"
+                    )
+                shutil.copyfile(folder / name, staging / name)
+        elif source.get("kind") == "google_drive_folder":
             _fetch_drive_folder(source["drive_folder_id"], staging)
         else:
             base = str(source["url"]).rstrip("/")
@@ -56,7 +68,7 @@ def fetch_checkpoint(source: Mapping[str, Any], out_dir: str | os.PathLike[str])
                 raise DownloadError(
                     f"checkpoint {source.get('name')!r}: {name} has sha256 {sha256sum(path)}, "
                     f"expected {expected}",
-                    url=str(source.get("url")),
+                    url=str(source.get("url") or source.get("path")),
                 )
         check_checkpoint_layout(found)
         out.mkdir(parents=True, exist_ok=True)

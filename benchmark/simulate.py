@@ -741,6 +741,7 @@ def simulate_atlas(
     donors_per_tissue: int = 3,
     batches_per_donor: int = 2,
     seed: int = 0,
+    cell_seed: int | None = None,
     tissue_sd: float = 0.1,
     donor_sd: float = 0.05,
     activity_sd: float = 0.15,
@@ -768,7 +769,11 @@ def simulate_atlas(
     donors_per_tissue, batches_per_donor
         Donors per tissue and sequencing batches per donor.
     seed
-        Seed of this data set (the world has its own).
+        Seed of the atlas' structure: tissues' cell types and shifts, donors, batch effects
+        (the world has its own).
+    cell_seed
+        Seed of the cells (default ``seed``). Another value draws new cells of the same
+        tissues, donors and batches: held-out cells for a model pre-trained on the atlas.
     tissue_sd, donor_sd
         SD of the per-tissue and per-donor shifts of program activities.
     activity_sd, tf_sd, library_sd, batch_gene_sigma
@@ -802,13 +807,16 @@ def simulate_atlas(
     donor_shift = rng.normal(0.0, donor_sd, (n_donors, n_programs))
     n_batch = n_donors * batches_per_donor
     effects = make_batch_effects(n_batch, world.n_genes, rng, gene_sigma=batch_gene_sigma)
+    type_props = [rng.dirichlet(np.full(len(types), 4.0)) for types in tissue_types]
+    rng = np.random.default_rng(
+        [int(seed), _STREAM_ATLAS, int(seed if cell_seed is None else cell_seed)]
+    )
 
     sizes = np.full(n_tissues, n_cells // n_tissues)
     sizes[: n_cells % n_tissues] += 1
     blocks, type_codes, tissue_codes, donor_codes, batch_codes = [], [], [], [], []
     for t, size in enumerate(sizes):
-        props = rng.dirichlet(np.full(len(tissue_types[t]), 4.0))
-        types = tissue_types[t][rng.choice(len(tissue_types[t]), size, p=props)]
+        types = tissue_types[t][rng.choice(len(tissue_types[t]), size, p=type_props[t])]
         donors = t * donors_per_tissue + np.sort(rng.integers(0, donors_per_tissue, size))
         batches = donors * batches_per_donor + rng.integers(0, batches_per_donor, size)
         activity = world.type_activity[types] + tissue_shift[t] + donor_shift[donors]
@@ -843,6 +851,7 @@ def simulate_atlas(
     adata.uns["simulation"] = {
         "generator": "simulate_atlas",
         "seed": int(seed),
+        "cell_seed": int(seed if cell_seed is None else cell_seed),
         **_world_uns(world),
         "params": {
             "n_cells": n_cells,

@@ -446,7 +446,12 @@ class DatasetEntry(_Model):
 
 
 class CheckpointEntry(_Model):
-    """A released scGPT checkpoint (a Google Drive folder with args/vocab/model files)."""
+    """An scGPT checkpoint: a released one (Google Drive folder or URL) or one committed here.
+
+    ``path`` names a folder of this repository (relative to its root) holding a committed
+    checkpoint, e.g. the demo's model pre-trained on the simulated atlas; it is copied, not
+    downloaded, and every file's ``sha256`` is required so that the copy is checked.
+    """
 
     KEY_FIELD: ClassVar[str | None] = "name"
 
@@ -454,6 +459,7 @@ class CheckpointEntry(_Model):
     description: Text
     drive_folder_id: DriveId | None = None
     url: Text | None = None
+    path: Text | None = None
     files: Texts = CHECKPOINT_FILES
     sha256: Annotated[dict[Text, Sha256], BeforeValidator(drop_nulls)] = Field(default_factory=dict)
     verification: Verification
@@ -461,23 +467,35 @@ class CheckpointEntry(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> CheckpointEntry:
-        if self.drive_folder_id is None and self.url is None:
-            raise ValueError("give drive_folder_id or url")
+        given = [k for k in ("drive_folder_id", "url", "path") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of drive_folder_id, url or path (got {given})")
         missing = sorted(set(CHECKPOINT_FILES) - set(self.files))
         if missing:
             raise FieldError(
                 ("files",), f"a checkpoint needs {list(CHECKPOINT_FILES)}; missing {missing}"
             )
+        if self.path is not None:
+            unchecked = sorted(set(self.files) - set(self.sha256))
+            if unchecked:
+                raise FieldError(
+                    ("sha256",), f"a committed (path) checkpoint needs the sha256 of {unchecked}"
+                )
         return self
 
     def source(self) -> dict[str, Any]:
-        """Plain dict for the fetch rule: folder id, URL, files, digests, note."""
-        url = self.url or f"https://drive.google.com/drive/folders/{self.drive_folder_id}"
+        """Plain dict for the fetch rule: kind, folder id / URL / path, files, digests, note."""
+        if self.path is not None:
+            kind, url = "local", None
+        else:
+            kind = "google_drive_folder" if self.drive_folder_id else "url"
+            url = self.url or f"https://drive.google.com/drive/folders/{self.drive_folder_id}"
         return {
             "name": self.name,
-            "kind": "google_drive_folder" if self.drive_folder_id else "url",
+            "kind": kind,
             "drive_folder_id": self.drive_folder_id,
             "url": url,
+            "path": self.path,
             "files": list(self.files),
             "sha256": dict(self.sha256),
             "note": self.note,
