@@ -23,6 +23,7 @@ TASKS: tuple[str, ...] = (
     "multiomics",
     "perturbation",
     "reverse_perturbation",
+    "perturbation_expansion",
     "grn",
 )
 """Task names a method can register for (the keys of ``tasks:`` in the config)."""

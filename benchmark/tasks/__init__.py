@@ -14,6 +14,7 @@ _TASK_MODULES: dict[str, str] = {
     "multiomics": "benchmark.tasks.multiomics",
     "perturbation": "benchmark.tasks.perturbation",
     "reverse_perturbation": "benchmark.tasks.reverse_perturbation",
+    "perturbation_expansion": "benchmark.tasks.perturbation_expansion",
     "grn": "benchmark.tasks.grn",
 }
 
