@@ -199,3 +199,22 @@ def test_run_end_to_end(screen: Path, tmp_path: Path, method: str) -> None:
         assert scores["mean_rank"] < (36 + 1) / 2
     candidates = pd.read_csv(tmp_path / "candidate_scores.csv", index_col=0)
     assert candidates.shape == (9, 36)
+
+
+def test_figure_of_runs(screen: Path, tmp_path: Path) -> None:
+    options = {"n_genes": 8, "n_train": 8, "n_val": 2, "n_test": 3, "n_splits": 2}
+    dirs = []
+    for method in ("de_genes", "random"):
+        dirs.append(tmp_path / method)
+        record = run_method(
+            "reverse_perturbation",
+            method,
+            "screen",
+            screen,
+            dirs[-1],
+            seed=0,
+            metric_options=options,
+        )
+        assert record["status"] == "ok", record.get("traceback")
+    files = get_task("reverse_perturbation").figures(dirs, screen, tmp_path / "figures")
+    assert [f.name for f in files] == ["topk_rates.png"] and files[0].exists()
