@@ -17,6 +17,7 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/atlas.smk"
 include: "workflow/rules/tasks.smk"
 include: "workflow/rules/report.smk"
 

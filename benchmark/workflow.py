@@ -156,7 +156,9 @@ class WorkflowPlan:
                     f"config model.checkpoint: {name!r} is not under checkpoints: in "
                     f"{registry_path}; known: {sorted(registry.checkpoints)}"
                 )
-        if checkpoint_methods and model["source"] == "pretrain":
+        # The pre-training section is checked whenever it is given: with source checkpoint
+        # it still drives the rule pretrain (the demo's smoke-test target pretrain_demo).
+        if (checkpoint_methods and model["source"] == "pretrain") or model.get("pretrain"):
             corpus = model.get("pretrain", {}).get("corpus", [])
             if not corpus:
                 raise ConfigError("config model.pretrain.corpus: empty; name the corpus datasets")
