@@ -15,6 +15,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -65,12 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("/tmp/transfer_demo"))
     parser.add_argument("--only", nargs="*", help="tasks to run (default: all)")
+    parser.add_argument("--methods", nargs="*", help="methods to run (default: all)")
     args = parser.parse_args(argv)
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    # Runs already in --out are kept unless run again (e.g. scratch rows, which use only the
+    # checkpoint's architecture and vocabulary, measured separately from fine-tuned ones).
     rows: list[dict[str, Any]] = []
+    if args.out.is_file():
+        rows = json.loads(args.out.read_text()).get("runs", [])
     for seed in args.seeds:
         for task, dataset, method in RUNS:
-            if args.only and task not in args.only:
+            if (args.only and task not in args.only) or (
+                args.methods and method not in args.methods
+            ):
                 continue
             params = config["tasks"][task]["methods"].get(method) or {}
             t0 = time.perf_counter()
@@ -86,22 +94,21 @@ def main(argv: list[str] | None = None) -> int:
                 threads=1,
                 metric_options=config["tasks"][task].get("metrics"),
             )
-            scores = record.get("scores") or {}
-            if not scores:
-                import json
-
-                path = args.work / task / dataset / method / f"seed{seed}" / "scores.json"
-                scores = json.loads(path.read_text()) if path.is_file() else {}
+            path = args.work / task / dataset / method / f"seed{seed}" / "scores.json"
+            scores = json.loads(path.read_text()) if path.is_file() else {}
             row = {
                 "task": task,
                 "dataset": dataset,
                 "method": method,
                 "seed": seed,
+                "checkpoint": str(args.checkpoint),
                 "status": record["status"],
                 "error": record.get("error"),
                 "seconds": round(time.perf_counter() - t0, 1),
                 "scores": scores,
             }
+            key = (task, dataset, method, seed)
+            rows = [r for r in rows if (r["task"], r["dataset"], r["method"], r["seed"]) != key]
             rows.append(row)
             a, b = HEADLINE[task]
             print(
@@ -109,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{scores.get(b, float('nan')):.3f} | {row['seconds']} | {row['status']} |",
                 flush=True,
             )
-            write_json(
-                {"checkpoint": str(args.checkpoint), "headline": HEADLINE, "runs": rows}, args.out
-            )
+            write_json({"headline": HEADLINE, "runs": rows}, args.out)
     return 0
 
 

@@ -10,9 +10,24 @@ import yaml
 SIM_ATLAS_SETTINGS = "config/pretrain_sim_atlas.yaml"
 
 
+def _sim_atlas_corpus():
+    return yaml.safe_load(Path(SIM_ATLAS_SETTINGS).read_text())["corpus"]
+
+
+rule build_sim_atlas_corpus:
+    input:
+        lambda wc: [PLAN.dataset_path(d) for d in _sim_atlas_corpus()],
+    output:
+        f"{DATA}/corpus/sim_atlas_corpus.h5ad",
+    log:
+        f"{LOGS}/model/build_sim_atlas_corpus.log",
+    script:
+        "../scripts/build_corpus.py"
+
+
 rule pretrain_sim_atlas:
     input:
-        PLAN.dataset_path("sim_atlas"),
+        rules.build_sim_atlas_corpus.output[0],
         SIM_ATLAS_SETTINGS,
     output:
         [f"results/model/sim_atlas/{name}" for name in (*wf.CHECKPOINT_FILES, "loss.csv")],
