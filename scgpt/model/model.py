@@ -468,8 +468,13 @@ class TransformerModel(nn.Module):
         layer: int = -1,
         batch_labels: torch.Tensor | None = None,
         pert_flags: torch.Tensor | None = None,
+        softmax: bool = True,
     ) -> torch.Tensor:
-        """Attention probabilities of one layer, B x H x L x L (the attention-GRN input)."""
+        """Attention of one layer, B x H x L x L (the attention-GRN input).
+
+        Probabilities, or with ``softmax=False`` the raw scores ``q k^T`` the GRN tutorial
+        rank-normalises (see :meth:`SelfAttention.attention_weights`).
+        """
         self._check_batch_labels(batch_labels)
         n = len(self.transformer_encoder.layers)
         layer = layer % n
@@ -479,6 +484,6 @@ class TransformerModel(nn.Module):
         for i, mod in enumerate(self.transformer_encoder.layers):
             if i == layer:
                 inp = mod.norm1(x) if mod.norm_scheme == "pre" else x
-                return mod.self_attn.attention_weights(inp, mask)
+                return mod.self_attn.attention_weights(inp, mask, softmax=softmax)
             x = mod(x, mask)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -106,10 +106,23 @@ class SelfAttention(nn.Module):
         return torch.cat([self.out_proj(ctx[:, :raw_from]), ctx[:, raw_from:]], dim=1)
 
     def attention_weights(
-        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, *, softmax: bool = True
     ) -> torch.Tensor:
-        """Softmax attention probabilities, B x H x L x L (explicit, for analysis such as GRN)."""
+        """Attention of ``x``, B x H x L x L (explicit, for analysis such as GRN).
+
+        ``softmax=True``: probabilities. ``softmax=False``: the raw scores ``q k^T`` (no
+        scaling, masked keys at ``-inf``), the input of the attention-GRN tutorial; ranks
+        within a row equal the probabilities' except where softmax underflows to ties.
+        """
         q, k, _ = self._qkv(x)
+        if not softmax:
+            scores = q @ k.transpose(-1, -2)
+            if attn_mask is not None:
+                if attn_mask.dtype == torch.bool:
+                    scores = scores.masked_fill(~attn_mask, float("-inf"))
+                else:
+                    scores = scores + attn_mask.to(scores.dtype)
+            return scores
         scores = (q @ k.transpose(-1, -2)) / self.head_dim**0.5
         if attn_mask is not None:
             if attn_mask.dtype == torch.bool:
