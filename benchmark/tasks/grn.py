@@ -19,8 +19,9 @@ programs = clusters of >= 5 genes (:mod:`benchmark.metrics.grn`). Scores:
   similarity within and between programs;
 - real genes: pathways enriched in a program (hypergeometric test, background = the
   clustered genes, Bonferroni ``0.05 / n_sets`` per program) on ``gene_sets`` (default: the
-  real Reactome GMT in ``benchmark/data/``): ``n_enriched_pathways`` at the paper's
-  resolution (the sweep's last, 40) and per resolution.
+  real Reactome GMT in ``benchmark/data/``): ``n_enriched_pathways`` = distinct pathways
+  enriched in some program, the most over the sweep (``resolution_enriched``), and per
+  resolution (``n_enriched_r<res>``).
 
 **targets** (Fig. 6; perturbation screens). The regulators are the genes perturbed alone
 (``"<gene>+ctrl"``) whose true targets are known (simulator: the regulatory network's direct
@@ -81,7 +82,7 @@ class GrnTask(Task):
     n_neighbors
         k of the gene kNN graph (scanpy's default 15, the tutorial's).
     resolutions
-        Leiden resolutions; the last is the paper's (40) and gives ``n_enriched_pathways``.
+        Leiden resolutions (the tutorial's is 40).
     min_program_size
         Smallest cluster that counts as a program (paper: 5).
     gene_sets
@@ -388,7 +389,11 @@ class GrnTask(Task):
                 scores[f"n_enriched_{c}"] = float(
                     enriched.loc[enriched["resolution"] == c, "gene_set"].nunique()
                 )
-            scores["n_enriched_pathways"] = scores[f"n_enriched_{last}"]
+            # Headline: the sweep's best count (a small gene set splits into clusters of < 5
+            # genes at the paper's resolution 40); every resolution is in the breakdown.
+            best = max(clusters.columns, key=lambda c: (scores[f"n_enriched_{c}"], c))
+            scores["n_enriched_pathways"] = scores[f"n_enriched_{best}"]
+            scores["resolution_enriched"] = float(best[1:])
             scores["n_gene_sets"] = float(len(truth["gene_sets"]))
         return scores
 
