@@ -38,6 +38,10 @@ EXPECTED = {
     ("integration", "scgpt_zeroshot"): "scGPT (zero-shot)",
     ("perturbation", "scgpt"): "scGPT",
     ("perturbation", "scgpt_scratch"): "scGPT (from scratch)",
+    ("perturbation_expansion", "scgpt"): "scGPT",
+    ("perturbation_expansion", "scgpt_scratch"): "scGPT (from scratch)",
+    ("reverse_perturbation", "scgpt"): "scGPT",
+    ("reverse_perturbation", "scgpt_scratch"): "scGPT (from scratch)",
 }
 
 
