@@ -124,7 +124,7 @@ def _program_figures(
                 genes,
                 similarity,
                 out_dir / f"grn_subnetwork_{method}.png",
-                title=f"{record['label']}: {title} (cosine > {EDGE_THRESHOLD})",
+                title=f"{record['label']}: {title} (similarity > {EDGE_THRESHOLD})",
             )
         )
     return written

@@ -338,7 +338,8 @@ class GrnTask(Task):
                 frame = enrichment(programs, inputs["truth"]["gene_sets"], clusters.index)
                 frame.insert(0, "resolution", column)
                 frames.append(frame)
-            cache[key] = pd.concat(frames, ignore_index=True)
+            nonempty = [f for f in frames if len(f)]
+            cache[key] = pd.concat(nonempty, ignore_index=True) if nonempty else frames[0]
         return cache[key]
 
     def score(self, output: Any, inputs: dict[str, Any], *, seed: int) -> dict[str, Any]:
@@ -391,9 +392,11 @@ class GrnTask(Task):
                 )
             # Headline: the sweep's best count (a small gene set splits into clusters of < 5
             # genes at the paper's resolution 40); every resolution is in the breakdown.
-            best = max(clusters.columns, key=lambda c: (scores[f"n_enriched_{c}"], c))
+            best = max(clusters.columns, key=lambda c: (scores[f"n_enriched_{c}"], float(c[1:])))
             scores["n_enriched_pathways"] = scores[f"n_enriched_{best}"]
             scores["resolution_enriched"] = float(best[1:])
+            sizes = clusters[best].value_counts()
+            scores["n_programs"] = float((sizes >= self.min_program_size).sum())
             scores["n_gene_sets"] = float(len(truth["gene_sets"]))
         return scores
 
