@@ -194,12 +194,15 @@ def attention_targets(
     n_cells: int,
     finetune_params: dict,
     batch_size: int,
+    device: str = "auto",
 ) -> dict[str, pd.DataFrame]:
     """Target scores of every regulator in ``uns["grn"]["regulators"]`` for each setting."""
     from scgpt import map_genes, train_perturbation_model
+    from scgpt._utils import resolve_device
     from scgpt.preprocess import bin_matrix
 
     model, vocab = load_model(checkpoint, pretrained=True, seed=seed)
+    model = model.to(resolve_device(device))
     data = adata[:, vocabulary_mask(adata.var_names, vocab, what="GRN", checkpoint=checkpoint)]
     genes = [str(g) for g in data.var_names]
     regulators = [r for r in adata.uns["grn"]["regulators"] if r in genes]
@@ -281,6 +284,7 @@ def scgpt_grn(
     checkpoint: str,
     n_cells: int = 100_000,
     batch_size: int = 16,
+    device: str = "auto",
 ) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """Pre-trained scGPT: gene-embedding cosine similarity, or attention-based targets.
 
@@ -296,6 +300,8 @@ def scgpt_grn(
         Targets mode: cells per condition whose attention is averaged (default: all).
     batch_size
         Targets mode: cells per forward pass.
+    device
+        Targets mode: ``"auto"`` (CUDA if available), ``"cpu"``, ...
     """
     from scgpt import gene_embeddings
 
@@ -311,6 +317,7 @@ def scgpt_grn(
         n_cells=n_cells,
         finetune_params={},
         batch_size=batch_size,
+        device=device,
     )
 
 
@@ -386,4 +393,5 @@ def scgpt_grn_finetuned(
             "device": device,
         },
         batch_size=attention_batch_size,
+        device=device,
     )
