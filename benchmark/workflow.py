@@ -110,6 +110,7 @@ class WorkflowPlan:
             except KeyError as err:
                 raise ConfigError(f"config tasks.{task}: {err.args[0]}") from None
             section = config["tasks"][task]
+            _check_downloads(section.get("metrics"), f"tasks.{task}.metrics", registry)
             try:
                 get_task(task).with_metric_options(section.get("metrics"))
             except ValueError as err:
@@ -134,14 +135,7 @@ class WorkflowPlan:
                     raise ConfigError(
                         f"config tasks.{task}.methods.{method}: {err.args[0]}"
                     ) from None
-                for key, value in (params or {}).items():
-                    if _is_download(value):
-                        try:
-                            registry.download_source(value["download"])
-                        except Exception as err:
-                            raise ConfigError(
-                                f"config tasks.{task}.methods.{method}.{key}: {err}"
-                            ) from None
+                _check_downloads(params, f"tasks.{task}.methods.{method}", registry)
                 if spec.needs_checkpoint:
                     checkpoint_methods.add((task, method))
             for dataset, method, seed in itertools.product(
@@ -213,20 +207,28 @@ class WorkflowPlan:
         ``gene2go_all.pkl``); it becomes the path of the downloaded file, which
         :meth:`method_inputs` makes an input of the job.
         """
-        params = dict(self.config["tasks"][task]["methods"][method] or {})
-        for key, value in params.items():
-            if _is_download(value):
-                params[key] = self.download_path(value["download"])
-        return params
+        return _with_download_paths(
+            self.config["tasks"][task]["methods"][method] or {}, self.download_path
+        )
 
     def metric_options(self, task: str) -> dict[str, Any]:
-        """The config's scoring choices for a task (``tasks.<task>.metrics``; empty: defaults)."""
-        return dict(self.config["tasks"][task].get("metrics") or {})
+        """The config's scoring choices for a task (``tasks.<task>.metrics``; empty: defaults).
+
+        ``{download: <file name>}`` values, at any depth (e.g. reference target lists), become
+        the paths of the downloaded files, as in :meth:`method_params`.
+        """
+        return _with_download_paths(
+            self.config["tasks"][task].get("metrics") or {}, self.download_path
+        )
 
     def method_inputs(self, task: str, method: str) -> list[str]:
-        """Downloaded files the method's parameters refer to."""
-        params = self.config["tasks"][task]["methods"][method] or {}
-        return [self.download_path(v["download"]) for v in params.values() if _is_download(v)]
+        """Downloaded files the method's parameters and the task's metric options refer to."""
+        section = self.config["tasks"][task]
+        named = [
+            *_download_names(section["methods"][method]),
+            *_download_names(section.get("metrics")),
+        ]
+        return [self.download_path(name) for name in dict.fromkeys(named)]
 
     def download_path(self, filename: str) -> str:
         """Where the download rule puts a registry file."""
@@ -282,6 +284,37 @@ class WorkflowPlan:
 
 def _is_download(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"download"}
+
+
+def _download_names(value: Any) -> list[str]:
+    """File names of every ``{download: <name>}`` inside ``value`` (mappings and lists)."""
+    if _is_download(value):
+        return [value["download"]]
+    if isinstance(value, dict):
+        return [name for item in value.values() for name in _download_names(item)]
+    if isinstance(value, list):
+        return [name for item in value for name in _download_names(item)]
+    return []
+
+
+def _with_download_paths(value: Any, path_of: Any) -> Any:
+    """``value`` with each ``{download: <name>}`` replaced by ``path_of(<name>)``."""
+    if _is_download(value):
+        return path_of(value["download"])
+    if isinstance(value, dict):
+        return {key: _with_download_paths(item, path_of) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_download_paths(item, path_of) for item in value]
+    return value
+
+
+def _check_downloads(value: Any, where: str, registry: Any) -> None:
+    """Every file named by ``{download: ...}`` under config key ``where`` is in the registry."""
+    for name in _download_names(value):
+        try:
+            registry.download_source(name)
+        except Exception as err:
+            raise ConfigError(f"config {where}: {{download: {name}}}: {err}") from None
 
 
 def _check_dataset_params(config: dict[str, Any], registry: Any, registry_path: str) -> None:

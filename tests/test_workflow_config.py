@@ -75,6 +75,8 @@ def test_paper_plan_is_exactly_paper_yaml(tmp_path):
     assert plan["metrics"]["integration"] == {"clustering": "louvain"}
     assert plan["metrics"]["perturbation"] == {"nan_policy": "zero"}
     assert plan["metrics"]["annotation"] == {}
+    # A file named in a metric option is a registry download, passed as its path.
+    assert plan["metrics"]["grn"]["target_lists"]["DDIT3"] == "data/downloads/DDIT3.10.tsv"
     # Nothing of the demo file: its builder parameters, pre-training settings, extra methods.
     assert "datasets" not in plan["config"]
     assert plan["config"]["model"]["pretrain"]["settings"] == paper["model"]["pretrain"]["settings"]
@@ -170,4 +172,11 @@ def test_metrics_option_a_task_does_not_have_is_named():
     config = _demo()
     config["tasks"]["annotation"]["metrics"] = {"clustering": "louvain"}
     with pytest.raises(ConfigError, match=r"tasks\.annotation\.metrics: .*\['clustering'\]"):
+        WorkflowPlan.from_config(config)
+
+
+def test_unknown_download_in_metric_options_is_named():
+    config = _yaml("config/paper.yaml")
+    config["tasks"]["grn"]["metrics"]["target_lists"]["DDIT3"] = {"download": "DDIT3.1O.tsv"}
+    with pytest.raises(ConfigError, match=r"tasks\.grn\.metrics: \{download: DDIT3\.1O\.tsv\}"):
         WorkflowPlan.from_config(config)

@@ -37,7 +37,7 @@ TASKS = (*METHOD_TASKS, "pretraining")
 FORMATS: dict[str, tuple[str, ...]] = {
     "builtin": ("builtin",),
     "dataset": ("h5ad", "gears", "scvi_pbmc", "paired_h5ad", "scmomat"),
-    "resource": ("pickle",),
+    "resource": ("pickle", "table"),  # table: a delimited text file a task reads itself
     "corpus": ("census",),
 }
 """Loader formats each kind of entry may use."""
