@@ -42,6 +42,8 @@ EXPECTED = {
     ("perturbation_expansion", "scgpt_scratch"): "scGPT (from scratch)",
     ("reverse_perturbation", "scgpt"): "scGPT",
     ("reverse_perturbation", "scgpt_scratch"): "scGPT (from scratch)",
+    ("grn", "scgpt"): "scGPT (pre-trained)",
+    ("grn", "scgpt_finetuned"): "scGPT (fine-tuned)",
 }
 
 
