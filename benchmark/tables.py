@@ -101,9 +101,11 @@ def add_paper_columns(
 ) -> pd.DataFrame:
     """Add ``<metric>_paper`` columns, matched on dataset and method label.
 
-    ``in_paper`` says whether the paper's table has the row (dataset and label); ``False``
-    marks the suite's additions (other methods, datasets or variants such as a from-scratch
-    baseline), ``None`` when the task has no paper table to compare with.
+    ``in_paper`` says whether the row is one the paper reports: its method (label) is in the
+    paper's table and, on a dataset of the paper's table, so is that (dataset, method) row.
+    On other datasets (the demo's) the method decides. ``False`` marks the suite's additions
+    (other methods, or a paper method on a paper dataset the paper did not run it on);
+    ``None`` when the task has no paper table to compare with.
     """
     table = table.copy()
     for metric in metrics:
@@ -112,8 +114,11 @@ def add_paper_columns(
         table["in_paper"] = None
         return table
     lookup = paper.set_index(["dataset", "method"])
+    paper_datasets, paper_methods = set(paper["dataset"]), set(paper["method"])
     table["in_paper"] = [
-        (row["dataset"], row["label"]) in lookup.index for _, row in table.iterrows()
+        row["label"] in paper_methods
+        and (row["dataset"] not in paper_datasets or (row["dataset"], row["label"]) in lookup.index)
+        for _, row in table.iterrows()
     ]
     for i, row in table.iterrows():
         key = (row["dataset"], row["label"])

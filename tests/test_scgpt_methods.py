@@ -139,6 +139,10 @@ def test_tables_mark_the_suites_additions():
     assert "| ms | scGPT | 5 |" in text
     assert f"| ms | {scbert} (addition) |" in text
     assert "| ms | Logistic regression (addition) |" in text
+    # On a dataset the paper does not have (the demo's), the method decides.
+    demo = table.assign(dataset="sim_celltypes")
+    merged = tables.add_paper_columns(demo, tables.paper_values("annotation.csv"), ["accuracy"])
+    assert merged["in_paper"].tolist() == [True, False, False]
     # Without a paper table nothing is called an addition.
     plain = tables.to_markdown(
         tables.add_paper_columns(table, None, ["accuracy"]), ["accuracy"], "annotation"
