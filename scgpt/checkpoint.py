@@ -9,6 +9,7 @@ shape mismatch unless told to skip it.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import zipfile
@@ -180,6 +181,7 @@ def load_state_dict_checked(
     strict_shapes: bool = True,
     skip_mismatched: bool = False,
     source: str = "the checkpoint",
+    partial_expected: bool = False,
 ) -> LoadReport:
     """Load ``state_dict`` into ``model`` after name mapping, with a full report.
 
@@ -195,6 +197,9 @@ def load_state_dict_checked(
         Skip mismatched tensors instead (same as ``strict_shapes=False``).
     source
         Name of the checkpoint for messages.
+    partial_expected
+        The caller builds new modules on purpose (fine-tuning heads), so missing or skipped
+        keys are logged as information, not as a warning that a run's reader must see.
 
     Returns
     -------
@@ -216,7 +221,7 @@ def load_state_dict_checked(
         raise CheckpointMismatchError(_mismatch_message(report.mismatched, source))
     model.load_state_dict(to_load, strict=False)
     report.loaded = sorted(to_load)
-    level = 20 if report.ok else 30
+    level = logging.INFO if report.ok or partial_expected else logging.WARNING
     logger.log(level, "loading %s: %s", source, report)
     return report
 

@@ -60,7 +60,9 @@ def adapt_model(
                 f"load_prefixes={list(prefixes)} match no weight of the model; its modules: "
                 f"{sorted({k.split('.', 1)[0] for k in model.state_dict()})}"
             )
-    load_state_dict_checked(new, state, skip_mismatched=True, source="the pre-trained model")
+    load_state_dict_checked(
+        new, state, skip_mismatched=True, source="the pre-trained model", partial_expected=True
+    )
     new.vocab = model.vocab
     return new.to(model.device)
 
