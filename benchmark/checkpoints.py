@@ -50,7 +50,7 @@ def fetch_checkpoint(source: Mapping[str, Any], out_dir: str | os.PathLike[str])
                 if not (folder / name).is_file():
                     raise FileNotFoundError(
                         f"checkpoint {source.get('name')!r}: {folder / name} does not exist "
-                        "(the registry's path: is relative to the repository root)"
+                        "(a relative path: is resolved against the registry file's folder)"
                     )
                 shutil.copyfile(folder / name, staging / name)
         elif source.get("kind") == "google_drive_folder":

@@ -33,19 +33,23 @@ def _committed(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 def _registry(tmp_path: Path, entry: dict):
-    path = tmp_path / "datasets.yaml"
+    path = tmp_path / "config" / "datasets.yaml"
+    path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump({"version": 1, "datasets": {}, "checkpoints": {"c": entry}}))
     return load_registry(path)
 
 
-def test_committed_checkpoint_is_copied_and_checked(tmp_path):
+def test_committed_checkpoint_is_copied_and_checked(tmp_path, monkeypatch):
     folder, digests = _committed(tmp_path)
+    # A relative path is read from the registry file's folder, not the working directory.
     registry = _registry(
         tmp_path,
-        {"description": "d", "path": str(folder), "sha256": digests, "verification": "builtin"},
+        {"description": "d", "path": "../committed", "sha256": digests, "verification": "builtin"},
     )
+    monkeypatch.chdir(tmp_path / "config")
     source = registry.checkpoint_source("c")
     assert source["kind"] == "local" and source["url"] is None
+    assert source["path"] == str(folder.resolve())
     out = fetch_checkpoint(source, tmp_path / "data" / "c")
     for name, data in FILES.items():
         assert (out / name).read_bytes() == data

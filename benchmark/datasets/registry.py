@@ -103,13 +103,20 @@ class Registry(Mapping[str, DatasetEntry]):
         return next(iter(sources.values()))
 
     def checkpoint_source(self, name: str) -> dict[str, Any]:
-        """Source of a released checkpoint (see :meth:`CheckpointEntry.source`)."""
+        """Source of a checkpoint (see :meth:`CheckpointEntry.source`).
+
+        A committed checkpoint's relative ``path`` is resolved against the registry file's
+        folder, so that the workflow finds it from any working directory (``--directory``).
+        """
         try:
-            return self.checkpoints[name].source()
+            source = self.checkpoints[name].source()
         except KeyError:
             raise KeyError(
                 f"checkpoint {name!r} is not in {self.path}; known: {sorted(self.checkpoints)}"
             ) from None
+        if source.get("path") and not os.path.isabs(source["path"]):
+            source["path"] = str((Path(self.path).parent / source["path"]).resolve())
+        return source
 
 
 def load_registry(path: str | os.PathLike[str] = "config/datasets.yaml") -> Registry:

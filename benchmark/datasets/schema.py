@@ -448,7 +448,7 @@ class DatasetEntry(_Model):
 class CheckpointEntry(_Model):
     """An scGPT checkpoint: a released one (Google Drive folder or URL) or one committed here.
 
-    ``path`` names a folder of this repository (relative to its root) holding a committed
+    ``path`` names a folder (relative to the registry file's folder) holding a committed
     checkpoint, e.g. the demo's model pre-trained on the simulated atlas; it is copied, not
     downloaded, and every file's ``sha256`` is required so that the copy is checked.
     """
