@@ -220,7 +220,7 @@ def test_pretraining_job_asks_for_the_profiles_gpu_node(tmp_path, fake_slurm):
     # The corpus exists, so only the pre-training job is planned.
     corpus = workdir / "data" / "corpus" / "pretrain_corpus.h5ad"
     corpus.parent.mkdir(parents=True)
-    corpus.write_bytes(b"placeholder: never read, the job is not run")
+    corpus.write_bytes(b"not a corpus: the fake SLURM records this job and never runs it")
     run = _snakemake(
         workdir,
         fake_slurm,

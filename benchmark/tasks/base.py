@@ -63,21 +63,30 @@ class Task(abc.ABC):
     #: Keys the config's ``tasks.<task>.metrics`` may set (none unless a task overrides).
     metric_options: tuple[str, ...] = ()
 
-    def with_metric_options(self, options: dict[str, Any] | None) -> Task:
-        """This task scored with the config's ``tasks.<task>.metrics`` options.
-
-        Tasks with scoring choices override this; here any option is an error.
+    def check_metric_options(self, options: dict[str, Any] | None) -> dict[str, Any]:
+        """``options`` as a dict, once every key is one of :attr:`metric_options`.
 
         Raises
         ------
         ValueError
-            Naming the options this task does not have.
+            Naming the options this task does not have and the ones it has.
         """
-        if options:
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(self.metric_options))
+        if unknown:
             raise ValueError(
-                f"{self.name} task: metrics option(s) {sorted(options)} are not defined; "
-                "this task has no scoring options"
+                f"{self.name} task: unknown metrics option(s) {unknown}; "
+                f"expected {list(self.metric_options)}"
             )
+        return options
+
+    def with_metric_options(self, options: dict[str, Any] | None) -> Task:
+        """This task scored with the config's ``tasks.<task>.metrics`` options.
+
+        Tasks with scoring choices override this (after :meth:`check_metric_options`); a task
+        without any has no options to set.
+        """
+        self.check_metric_options(options)
         return self
 
     def figures(self, run_dirs: list[Path], dataset_path: Path, out_dir: Path) -> list[Path]:

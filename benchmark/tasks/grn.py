@@ -142,12 +142,7 @@ class GrnTask(Task):
         ValueError
             For any other key.
         """
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(self.metric_options))
-        if unknown:
-            raise ValueError(
-                f"grn task: unknown metrics option(s) {unknown}; expected {list(self.metric_options)}"
-            )
+        options = self.check_metric_options(options)
         return GrnTask(
             n_hvg=self.n_hvg,
             n_neighbors=self.n_neighbors,

@@ -102,13 +102,7 @@ class IntegrationTask(Task):
         ValueError
             For a key other than :attr:`metric_options` or an unknown clustering.
         """
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(self.metric_options))
-        if unknown:
-            raise ValueError(
-                f"integration task: unknown metrics option(s) {unknown}; "
-                f"expected {list(self.metric_options)}"
-            )
+        options = self.check_metric_options(options)
         return IntegrationTask(
             n_hvg=self.n_hvg,
             n_neighbors=self.n_neighbors,

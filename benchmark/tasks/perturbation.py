@@ -249,13 +249,7 @@ class PerturbationTask(Task):
         ValueError
             For a key other than :attr:`metric_options` or an unknown NaN policy.
         """
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(self.metric_options))
-        if unknown:
-            raise ValueError(
-                f"perturbation task: unknown metrics option(s) {unknown}; "
-                f"expected {list(self.metric_options)}"
-            )
+        options = self.check_metric_options(options)
         return PerturbationTask(nan_policy=options.get("nan_policy", self.nan_policy))
 
     def prepare(self, adata: ad.AnnData, *, seed: int) -> dict[str, Any]:

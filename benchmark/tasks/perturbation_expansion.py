@@ -169,13 +169,7 @@ class PerturbationExpansionTask(Task):
         ValueError
             For a key other than :attr:`metric_options` or an invalid value.
         """
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(self.metric_options))
-        if unknown:
-            raise ValueError(
-                f"perturbation_expansion task: unknown metrics option(s) {unknown}; "
-                f"expected {list(self.metric_options)}"
-            )
+        options = self.check_metric_options(options)
         return PerturbationExpansionTask(
             resolution=options.get("resolution", self.resolution),
             n_neighbors=options.get("n_neighbors", self.n_neighbors),

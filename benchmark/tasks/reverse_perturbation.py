@@ -311,13 +311,7 @@ class ReversePerturbationTask(Task):
         ValueError
             For a key other than :attr:`metric_options` or an invalid value.
         """
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(self.metric_options))
-        if unknown:
-            raise ValueError(
-                f"reverse_perturbation task: unknown metrics option(s) {unknown}; "
-                f"expected {list(self.metric_options)}"
-            )
+        options = self.check_metric_options(options)
         merged = {**self.options(), **options}
         if "n_genes" in options and "genes" not in options:
             merged["genes"] = None
