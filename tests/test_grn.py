@@ -12,6 +12,7 @@ import pytest
 import torch
 from scipy.stats import hypergeom, rankdata
 
+from baselines.grn import tree_importances
 from baselines.scgpt_grn import attention_influence, mean_attention, rank_normalise
 from benchmark.metrics.grn import (
     average_precision,
@@ -159,6 +160,30 @@ def test_target_scores() -> None:
     assert average_precision(scores, ["t1", "t2"]) == pytest.approx((1 + 2 / 3) / 2)
 
 
+def test_genie3_importance_finds_the_planted_regulator() -> None:
+    # B = sin(2A) + A^2 + noise (non-linear, so correlation alone would undersell it); C and D
+    # independent noise. A is by far the most important feature for B, and B for A.
+    rng = np.random.default_rng(0)
+    n = 300
+    a = rng.uniform(-2, 2, n)
+    b = np.sin(2 * a) + a**2 + rng.normal(0, 0.1, n)
+    x = np.column_stack([a, b, rng.normal(size=n), rng.normal(size=n)])
+    genes = np.arange(4)
+    w = tree_importances(
+        x, genes, genes, n_estimators=20, max_features=1.0, min_samples_leaf=1, seed=0, n_jobs=1
+    )
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)  # each target row is normalised
+    assert np.all(np.diag(w) == 0)  # a gene never regulates itself
+    assert w[1].argmax() == 0 and w[1, 0] > 0.8  # A -> B
+    assert w[0].argmax() == 1  # and B predicts A
+    # A constant gene has no regulators (row of zeros), not NaN.
+    x[:, 3] = 1.0
+    w = tree_importances(
+        x, genes, genes, n_estimators=5, max_features=1.0, min_samples_leaf=1, seed=0, n_jobs=1
+    )
+    assert np.all(w[3] == 0)
+
+
 # ----------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -192,6 +217,22 @@ def test_end_to_end_programs(small_data: dict[str, Path], tmp_path: Path) -> Non
     shuffled = tmp_path / "random"
     run_method("grn", "random", "sim", small_data["programs"], shuffled, seed=0, threads=1)
     assert abs(_scores(shuffled)["pair_auroc"] - 0.5) < 0.05
+    genie3 = tmp_path / "genie3"
+    record = run_method(
+        "grn",
+        "genie3",
+        "sim",
+        small_data["programs"],
+        genie3,
+        seed=0,
+        params={"n_estimators": 10, "max_genes": 100, "min_samples_leaf": 10},
+        threads=1,
+    )
+    assert record["status"] == "ok", record.get("error")
+    similarity = np.load(genie3 / "similarity.npy")
+    np.testing.assert_allclose(similarity, similarity.T)  # (W + W.T) / 2
+    assert len(pd.read_csv(genie3 / "genes.csv")) == 100  # max_genes: the most variable
+    assert _scores(genie3)["pair_auroc"] > 0.7  # regression carries the planted programs
     figures = get_task("grn").figures([out, shuffled], small_data["programs"], tmp_path / "fig")
     assert any(p.name == "grn_program_activity_coexpression.png" for p in figures)
 
