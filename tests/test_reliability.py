@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import textwrap
 import threading
 from pathlib import Path
 
@@ -298,7 +297,7 @@ def test_plugin_module_that_cannot_be_imported_is_named(monkeypatch):
     monkeypatch.setattr(registry, "_DISCOVERED", False)
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     monkeypatch.setenv(registry.METHOD_MODULES_ENV, "no_such_module_xyz")
-    with pytest.raises(ImportError, match=textwrap.dedent("names module 'no_such_module_xyz'")):
+    with pytest.raises(ImportError, match="names module 'no_such_module_xyz'"):
         registry.discover()
 
 
