@@ -51,6 +51,7 @@ __all__ = [
     "simulate_atlas",
     "simulate_celltypes",
     "simulate_multiome",
+    "simulate_multiome_setting",
     "simulate_perturbation",
 ]
 
@@ -61,6 +62,7 @@ _STREAM_CELLTYPES = 23
 _STREAM_PERTURBATION = 37
 _STREAM_MULTIOME = 41
 _STREAM_ATLAS = 53
+_STREAM_MULTIOME_SETTING = 59
 
 # Target sum used for "log1p(normalised)" expression everywhere in the ground truth.
 NORMALISE_TARGET_SUM = 1e4
@@ -1223,6 +1225,80 @@ def simulate_perturbation(
 # --------------------------------------------------------------------------------------------
 
 
+def _program_genes_for(world: SimulationWorld, n_proteins: int, caller: str) -> np.ndarray:
+    """Indices of the world's program genes; checks that ``n_proteins`` of them exist."""
+    program_genes = np.flatnonzero(world.program_of_gene >= 0)
+    if n_proteins > program_genes.size:
+        raise ValueError(
+            f"{caller}: n_proteins={n_proteins} exceeds the {program_genes.size} "
+            "program genes of the world"
+        )
+    return program_genes
+
+
+def _simulate_proteins(
+    world: SimulationWorld,
+    log_ab: np.ndarray,
+    batch_code: np.ndarray,
+    n_batches: int,
+    n_proteins: int,
+    program_genes: np.ndarray,
+    rng: np.random.Generator,
+    signal_log_shift: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """ADT-like counts of ``n_proteins`` distinct program genes (see :func:`simulate_multiome`).
+
+    ``signal_log_shift`` (cells x proteins) multiplies each protein's specific signal by
+    ``exp(shift)`` after every draw, i.e. a post-transcriptional difference that leaves the
+    RNA (and the random stream) unchanged. Returns counts, protein genes, per-protein
+    background and per-batch background factor.
+    """
+    n_cells = log_ab.shape[0]
+    # Proteins: program genes, distinct; relative abundance vs the gene's baseline.
+    prot_gene = np.sort(rng.choice(program_genes, n_proteins, replace=False))
+    relative = np.exp(log_ab[:, prot_gene] - world.base_log_mean[prot_gene])
+    scale = np.exp(rng.normal(np.log(15.0), 0.4, n_proteins))
+    background = np.exp(rng.normal(np.log(8.0), 0.5, n_proteins))
+    batch_bg = np.exp(rng.normal(0.0, 0.3, n_batches))
+    adt_depth = np.exp(rng.normal(0.0, 0.25, n_cells))
+    signal = scale * relative * np.exp(rng.normal(0.0, 0.3, relative.shape))
+    if signal_log_shift is not None:
+        signal = signal * np.exp(signal_log_shift)
+    adt_mu = adt_depth[:, None] * (background * batch_bg[batch_code, None] + signal)
+    protein = _sample_nb(adt_mu, np.full(n_proteins, 10.0), rng)
+    return protein, prot_gene, background, batch_bg
+
+
+def _simulate_peaks(
+    world: SimulationWorld,
+    chromatin_activity: np.ndarray,
+    batch_code: np.ndarray,
+    n_batches: int,
+    n_peaks: int,
+    program_genes: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """ATAC-like counts (0, 1, 2) of peaks linked to program genes; returns counts, genes.
+
+    A peak is open with probability ``depth * sigmoid(alpha + beta * a)``, ``a`` the
+    ``chromatin_activity`` (cells x programs) of its gene's program: the cells' program
+    activities, or those plus a chromatin-only priming (:func:`simulate_multiome_setting`).
+    """
+    n_cells = chromatin_activity.shape[0]
+    # Peaks: each linked to a program gene (genes may have several peaks).
+    peak_gene = np.sort(rng.choice(program_genes, n_peaks, replace=True))
+    alpha = rng.normal(-2.5, 0.4, n_peaks)
+    beta = rng.uniform(3.0, 5.0, n_peaks)
+    peak_activity = chromatin_activity[:, world.program_of_gene[peak_gene]]
+    atac_depth = (
+        np.exp(rng.normal(0.0, 0.3, n_cells)) * np.exp(rng.normal(0.0, 0.3, n_batches))[batch_code]
+    )
+    p_open = np.clip(atac_depth[:, None] / (1.0 + np.exp(-(alpha + beta * peak_activity))), 0, 0.95)
+    atac = (rng.random(p_open.shape) < p_open).astype(np.int64)
+    atac += atac * (rng.random(p_open.shape) < 0.2)
+    return atac, peak_gene
+
+
 def simulate_multiome(
     world: SimulationWorld | None = None,
     *,
@@ -1282,34 +1358,13 @@ def simulate_multiome(
     effects = make_batch_effects(n_batches, world.n_genes, rng, gene_sigma=batch_gene_sigma)
     rna = apply_batch_effects(rna, batch_code, effects, rng)
 
-    program_genes = np.flatnonzero(world.program_of_gene >= 0)
-    if n_proteins > program_genes.size:
-        raise ValueError(
-            f"simulate_multiome: n_proteins={n_proteins} exceeds the {program_genes.size} "
-            "program genes of the world"
-        )
-    # Proteins: program genes, distinct; relative abundance vs the gene's baseline.
-    prot_gene = np.sort(rng.choice(program_genes, n_proteins, replace=False))
-    relative = np.exp(log_ab[:, prot_gene] - world.base_log_mean[prot_gene])
-    scale = np.exp(rng.normal(np.log(15.0), 0.4, n_proteins))
-    background = np.exp(rng.normal(np.log(8.0), 0.5, n_proteins))
-    batch_bg = np.exp(rng.normal(0.0, 0.3, n_batches))
-    adt_depth = np.exp(rng.normal(0.0, 0.25, n_cells))
-    signal = scale * relative * np.exp(rng.normal(0.0, 0.3, relative.shape))
-    adt_mu = adt_depth[:, None] * (background * batch_bg[batch_code, None] + signal)
-    protein = _sample_nb(adt_mu, np.full(n_proteins, 10.0), rng)
-
-    # Peaks: each linked to a program gene (genes may have several peaks).
-    peak_gene = np.sort(rng.choice(program_genes, n_peaks, replace=True))
-    alpha = rng.normal(-2.5, 0.4, n_peaks)
-    beta = rng.uniform(3.0, 5.0, n_peaks)
-    peak_activity = cell_activity[:, world.program_of_gene[peak_gene]]
-    atac_depth = (
-        np.exp(rng.normal(0.0, 0.3, n_cells)) * np.exp(rng.normal(0.0, 0.3, n_batches))[batch_code]
+    program_genes = _program_genes_for(world, n_proteins, "simulate_multiome")
+    protein, prot_gene, background, batch_bg = _simulate_proteins(
+        world, log_ab, batch_code, n_batches, n_proteins, program_genes, rng
     )
-    p_open = np.clip(atac_depth[:, None] / (1.0 + np.exp(-(alpha + beta * peak_activity))), 0, 0.95)
-    atac = (rng.random(p_open.shape) < p_open).astype(np.int64)
-    atac += atac * (rng.random(p_open.shape) < 0.2)
+    atac, peak_gene = _simulate_peaks(
+        world, cell_activity, batch_code, n_batches, n_peaks, program_genes, rng
+    )
 
     prot_names = [f"prot_{world.genes[g]}" for g in prot_gene]
     width = max(4, len(str(n_peaks)))
@@ -1349,6 +1404,235 @@ def simulate_multiome(
             "library_sd": library_sd,
             "batch_gene_sigma": batch_gene_sigma,
         },
+        "peak_links": {"peak": peak_names, "gene": [world.genes[g] for g in peak_gene]},
+        "protein_genes": {"protein": prot_names, "gene": [world.genes[g] for g in prot_gene]},
+        "batch_effects": effects.to_uns(),
+        "protein_background": background,
+        "protein_batch_background": batch_bg,
+    }
+    return adata
+
+
+MULTIOME_SETTINGS: dict[str, str] = {
+    "rna+atac": "paired RNA + ATAC in every cell (10x Multiome-like)",
+    "rna+protein": "paired RNA + surface protein in every cell (CITE-seq / BMMC-like)",
+    "rna+protein+atac": "all three modalities in every cell",
+    "mosaic": (
+        "RNA + protein in the first half of the batches, ATAC + protein in the second half "
+        "(ASAP PBMC-like: no batch has all three)"
+    ),
+}
+"""Settings of :func:`simulate_multiome_setting` and what each measures."""
+
+
+def simulate_multiome_setting(
+    world: SimulationWorld | None = None,
+    *,
+    setting: str = "rna+atac",
+    n_cells: int = 1200,
+    n_batches: int = 1,
+    n_proteins: int = 30,
+    n_peaks: int = 600,
+    atac_subtypes: int = 1,
+    protein_subtypes: int = 1,
+    priming: float = 0.8,
+    protein_shift: float = 1.2,
+    seed: int = 0,
+    activity_sd: float = 0.15,
+    tf_sd: float = 0.3,
+    library_sd: float = 0.3,
+    batch_gene_sigma: float = 0.4,
+) -> ad.AnnData:
+    """Simulate one multi-omic benchmark setting, with cell types that RNA alone cannot tell.
+
+    Cells, RNA, proteins and peaks follow :func:`simulate_multiome` (same generative model,
+    its own random stream: ``sim_multiome`` is unchanged). On top of it, some cell types are
+    split into two subtypes ``<type>a`` / ``<type>b`` (half of the type's cells each) with
+    the *same* RNA programme:
+
+    - ``atac_subtypes`` types differ in chromatin only: subtype b's peaks of one program the
+      type does not express (its least active) see an extra activity ``priming`` (lineage
+      priming: open chromatin without transcription);
+    - ``protein_subtypes`` types differ in protein only: subtype b's specific signal of a
+      quarter of the proteins (at least 3) is scaled by ``exp(+-protein_shift)``
+      (post-transcriptional regulation).
+
+    A joint embedding that uses the modality that carries the split separates the subtypes;
+    RNA alone cannot. Every modality is drawn for every cell (so the random stream does not
+    depend on ``setting``); modalities not in the setting are then left out, and in the
+    mosaic setting a batch's absent modalities are zero with ``obs["has_<modality>"]``
+    False.
+
+    Parameters
+    ----------
+    world
+        Simulation world; None uses ``make_world()``.
+    setting
+        One of :data:`MULTIOME_SETTINGS`.
+    n_cells, n_batches
+        Number of cells and batches (mosaic: an even number >= 2).
+    n_proteins, n_peaks
+        Protein and peak features (drawn even when the setting leaves them out).
+    atac_subtypes, protein_subtypes
+        Number of cell types split by chromatin / by protein (distinct types). A split
+        needs its modality in the setting.
+    priming
+        Chromatin-only program activity of an ATAC subtype b.
+    protein_shift
+        Natural-log fold change of a protein subtype b's affected proteins.
+    seed
+        Seed of this data set.
+    activity_sd, tf_sd, library_sd, batch_gene_sigma
+        As in :func:`simulate_celltypes`.
+
+    Returns
+    -------
+    anndata.AnnData
+        Counts (CSR float32) of the setting's features: var ``modality``, ``linked_gene``
+        (RNA: the gene; protein: its gene; peak: its linked gene); obs ``cell_type`` (with
+        the subtypes), ``base_cell_type`` (the RNA-level type), ``batch``, ``has_rna``,
+        ``has_protein``, ``has_atac``, ``n_counts`` (RNA); ``uns["simulation"]`` the ground
+        truth (``subtypes``, ``peak_links``, ``protein_genes``, batch modalities, ...).
+    """
+    world = _check_world(world)
+    caller = "simulate_multiome_setting"
+    if setting not in MULTIOME_SETTINGS:
+        raise ValueError(
+            f"{caller}: setting {setting!r}: expected one of {list(MULTIOME_SETTINGS)}"
+        )
+    if n_cells < 1 or n_batches < 1 or n_proteins < 1 or n_peaks < 1:
+        raise ValueError(
+            f"{caller}: n_cells, n_batches, n_proteins and n_peaks must be >= 1, got "
+            f"{n_cells}, {n_batches}, {n_proteins}, {n_peaks}"
+        )
+    if setting == "mosaic" and (n_batches < 2 or n_batches % 2):
+        raise ValueError(
+            f"{caller}: the mosaic setting needs an even n_batches >= 2; got {n_batches}"
+        )
+    modalities = ("rna", "protein", "atac") if setting == "mosaic" else tuple(setting.split("+"))
+    for what, count, modality in (
+        ("atac_subtypes", atac_subtypes, "atac"),
+        ("protein_subtypes", protein_subtypes, "protein"),
+    ):
+        if count < 0:
+            raise ValueError(f"{caller}: {what} must be >= 0; got {count}")
+        if count and modality not in modalities:
+            raise ValueError(
+                f"{caller}: {what}={count} needs {modality} in the setting; {setting!r} has "
+                f"{list(modalities)}"
+            )
+    n_types = len(world.cell_types)
+    if atac_subtypes + protein_subtypes > n_types:
+        raise ValueError(
+            f"{caller}: atac_subtypes + protein_subtypes = {atac_subtypes + protein_subtypes} "
+            f"exceeds the world's {n_types} cell types"
+        )
+
+    rng = _rng(_STREAM_MULTIOME_SETTING, seed)
+    type_code, batch_code = _assign_cells(n_cells, n_types, n_batches, rng)
+    cell_activity, log_ab = _cell_states(
+        world, world.type_activity[type_code], rng, activity_sd=activity_sd, tf_sd=tf_sd
+    )
+    rna = _sample_nb(_expected_counts(world, log_ab, rng, library_sd), world.theta, rng)
+    effects = make_batch_effects(n_batches, world.n_genes, rng, gene_sigma=batch_gene_sigma)
+    rna = apply_batch_effects(rna, batch_code, effects, rng)
+
+    # Subtypes: which types split, by what, and which cells are subtype b.
+    split_types = rng.permutation(n_types)[: atac_subtypes + protein_subtypes]
+    is_b = rng.random(n_cells) < 0.5
+    chromatin = cell_activity.copy()
+    protein_log_shift = np.zeros((n_cells, n_proteins))
+    subtypes: dict[str, dict[str, Any]] = {}
+    labels = np.asarray(world.cell_types, dtype=object)[type_code]
+    for k, t in enumerate(split_types):
+        name = world.cell_types[t]
+        cells_b = (type_code == t) & is_b
+        labels[type_code == t] = np.where(is_b[type_code == t], f"{name}b", f"{name}a")
+        if k < atac_subtypes:
+            program = int(np.argmin(world.type_activity[t]))
+            chromatin[cells_b, program] += priming
+            subtypes[name] = {"differs_in": "atac", "program": world.program_names[program]}
+        else:
+            n_affected = max(3, n_proteins // 4)
+            which = np.sort(rng.choice(n_proteins, min(n_affected, n_proteins), replace=False))
+            signs = np.where(rng.random(which.size) < 0.5, -1.0, 1.0)
+            protein_log_shift[np.ix_(cells_b, which)] = signs * protein_shift
+            subtypes[name] = {"differs_in": "protein", "protein_index": which, "sign": signs}
+
+    program_genes = _program_genes_for(world, n_proteins, caller)
+    protein, prot_gene, background, batch_bg = _simulate_proteins(
+        world, log_ab, batch_code, n_batches, n_proteins, program_genes, rng, protein_log_shift
+    )
+    atac, peak_gene = _simulate_peaks(
+        world, chromatin, batch_code, n_batches, n_peaks, program_genes, rng
+    )
+    prot_names = [f"prot_{world.genes[g]}" for g in prot_gene]
+    for info in subtypes.values():
+        if info["differs_in"] == "protein":
+            info["proteins"] = [prot_names[i] for i in info.pop("protein_index")]
+            info["sign"] = np.asarray(info["sign"], dtype=float)
+
+    # Which batch measured what.
+    has = {m: np.full(n_cells, m in modalities) for m in ("rna", "protein", "atac")}
+    batch_modalities = {name: list(modalities) for name in effects.names}
+    if setting == "mosaic":
+        first_half = batch_code < n_batches // 2
+        has["rna"], has["atac"] = first_half, ~first_half
+        for b, name in enumerate(effects.names):
+            batch_modalities[name] = (
+                ["rna", "protein"] if b < n_batches // 2 else ["atac", "protein"]
+            )
+    rna = rna * has["rna"][:, None]
+    protein = protein * has["protein"][:, None]
+    atac = atac * has["atac"][:, None]
+
+    width = max(4, len(str(n_peaks)))
+    peak_names = [f"peak_{k + 1:0{width}d}" for k in range(n_peaks)]
+    blocks = {
+        "rna": (rna, list(world.genes), list(world.genes)),
+        "protein": (protein, prot_names, [world.genes[g] for g in prot_gene]),
+        "atac": (atac, peak_names, [world.genes[g] for g in peak_gene]),
+    }
+    kept = [m for m in ("rna", "protein", "atac") if m in modalities]
+    names = [n for m in kept for n in blocks[m][1]]
+    var = pd.DataFrame(index=pd.Index(names, name="feature"))
+    var["modality"] = pd.Categorical(
+        [m for m in kept for _ in blocks[m][1]], categories=["rna", "protein", "atac"]
+    )
+    var["linked_gene"] = [g for m in kept for g in blocks[m][2]]
+
+    obs = pd.DataFrame(index=pd.Index([f"cell{i:05d}" for i in range(n_cells)], name="cell"))
+    obs["cell_type"] = pd.Categorical(labels.astype(str))
+    obs["base_cell_type"] = pd.Categorical.from_codes(type_code, categories=list(world.cell_types))
+    obs["batch"] = pd.Categorical.from_codes(batch_code, categories=list(effects.names))
+    for m in ("rna", "protein", "atac"):
+        obs[f"has_{m}"] = has[m]
+    obs["n_counts"] = rna.sum(axis=1).astype(np.float32)
+
+    X = np.hstack([blocks[m][0] for m in kept]).astype(np.float32)
+    adata = ad.AnnData(X=sp.csr_matrix(X), obs=obs, var=var)
+    adata.uns["simulation"] = {
+        "generator": caller,
+        "seed": int(seed),
+        **_world_uns(world),
+        "params": {
+            "setting": setting,
+            "n_cells": n_cells,
+            "n_batches": n_batches,
+            "n_proteins": n_proteins,
+            "n_peaks": n_peaks,
+            "atac_subtypes": atac_subtypes,
+            "protein_subtypes": protein_subtypes,
+            "priming": priming,
+            "protein_shift": protein_shift,
+            "activity_sd": activity_sd,
+            "tf_sd": tf_sd,
+            "library_sd": library_sd,
+            "batch_gene_sigma": batch_gene_sigma,
+        },
+        "modalities": list(modalities),
+        "batch_modalities": batch_modalities,
+        "subtypes": subtypes,
         "peak_links": {"peak": peak_names, "gene": [world.genes[g] for g in peak_gene]},
         "protein_genes": {"protein": prot_names, "gene": [world.genes[g] for g in prot_gene]},
         "batch_effects": effects.to_uns(),
