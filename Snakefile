@@ -18,6 +18,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/atlas.smk"
+include: "workflow/rules/transfer.smk"
 include: "workflow/rules/tasks.smk"
 include: "workflow/rules/report.smk"
 
