@@ -147,6 +147,7 @@ _TOP_LEVEL = {
     "dsbn",
     "bn",
     "pert_encoder",
+    "mod_encoder",
     "transformer_encoder",
     "decoder",
     "cls_decoder",

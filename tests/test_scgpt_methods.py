@@ -36,6 +36,8 @@ EXPECTED = {
     ("integration", "scgpt"): "scGPT",
     ("integration", "scgpt_scratch"): "scGPT (from scratch)",
     ("integration", "scgpt_zeroshot"): "scGPT (zero-shot)",
+    ("multiomics", "scgpt"): "scGPT",
+    ("multiomics", "scgpt_scratch"): "scGPT (from scratch)",
     ("perturbation", "scgpt"): "scGPT",
     ("perturbation", "scgpt_scratch"): "scGPT (from scratch)",
     ("perturbation_expansion", "scgpt"): "scGPT",

@@ -3,6 +3,7 @@
 from scgpt.finetune._common import adapt_model
 from scgpt.finetune.classifier import ClassifierResult, finetune_classifier, predict_classifier
 from scgpt.finetune.integration import IntegrationResult, finetune_integration
+from scgpt.finetune.multiomics import MultiomicsResult, finetune_multiomics
 from scgpt.finetune.perturbation import (
     PerturbationResult,
     parse_condition,
@@ -14,10 +15,12 @@ from scgpt.finetune.perturbation import (
 __all__ = [
     "ClassifierResult",
     "IntegrationResult",
+    "MultiomicsResult",
     "PerturbationResult",
     "adapt_model",
     "finetune_classifier",
     "finetune_integration",
+    "finetune_multiomics",
     "parse_condition",
     "perturbation_model",
     "predict_classifier",

@@ -86,6 +86,8 @@ def finetune_integration(
     adam_eps: float = 1e-4,
     gene_col: str | None = None,
     layer: str | None = None,
+    binning: bool = True,
+    token_modality: np.ndarray | None = None,
     obsm_key: str | None = "X_scGPT",
     device: str | torch.device | None = None,
     precision: str = "auto",
@@ -141,6 +143,14 @@ def finetune_integration(
         statistics are then per batch).
     gene_col, layer
         Gene symbols column and expression layer.
+    binning
+        Bin each cell's values into ``n_bins`` (default); ``False``: the values are binned
+        already (the multi-omic inputs, binned per modality by
+        :func:`~scgpt.finetune.multiomics.bin_by_modality`).
+    token_modality
+        Modality index of every vocabulary row, for models with modality embeddings
+        (``use_mod``): each token's modality is looked up from its id and passed to the
+        decoders (see :func:`~scgpt.finetune.finetune_multiomics`).
     obsm_key
         Where to store the embedding in ``adata.obsm`` (``None``: do not store).
     device, precision, max_grad_norm, seed, progress
@@ -181,7 +191,7 @@ def finetune_integration(
             max_len=max_len,
             cls_id=vocab.cls_id,
             cls_value=cfg.pad_value,
-            n_bins=cfg.n_bins,
+            n_bins=cfg.n_bins if binning else None,
             include_zero_genes=include_zero_genes,
             obs={"batch_labels": b[rows]},
             seed=seed,
@@ -198,6 +208,20 @@ def finetune_integration(
     )
     needs_labels = cfg.use_batch_labels or cfg.uses_dsbn
     gen = torch.Generator().manual_seed(seed)
+    if cfg.use_mod and token_modality is None:
+        raise ValueError("the model uses modality embeddings (use_mod): pass token_modality")
+    mod_lookup = (
+        None
+        if token_modality is None
+        else torch.as_tensor(np.asarray(token_modality), dtype=torch.long, device=m.device)
+    )
+    if mod_lookup is not None and mod_lookup.shape[0] != cfg.ntoken:
+        raise ValueError(
+            f"token_modality has {mod_lookup.shape[0]} entries for a vocabulary of {cfg.ntoken}"
+        )
+
+    def mod_types(gene_ids: torch.Tensor) -> torch.Tensor | None:
+        return None if mod_lookup is None else mod_lookup[gene_ids.to(mod_lookup.device)]
 
     def batches(epoch: int):
         ds.set_epoch(epoch)
@@ -219,6 +243,7 @@ def finetune_integration(
             MVC=mvc,
             ECS=ecs_weight > 0,
             DAB=dab_weight > 0,
+            mod_types=mod_types(batch["gene_ids"]),
         )
         parts: dict[str, torch.Tensor] = {}
         if gep:
@@ -271,6 +296,7 @@ def finetune_integration(
                         masked.to(dev),
                         it["padding_mask"].to(dev),
                         batch_labels=it["batch_labels"].long().to(dev) if needs_labels else None,
+                        mod_types=mod_types(it["gene_ids"].to(dev)),
                     )
                 n = int(mask.sum())
                 total += (
@@ -307,6 +333,7 @@ def finetune_integration(
         layer=layer,
         batch_key=batch_key if needs_labels else None,
         include_zero_genes=include_zero_genes,
+        binning=binning,
         precision=precision,
         seed=seed,
         progress=progress,

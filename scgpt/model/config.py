@@ -90,6 +90,14 @@ class ModelConfig:
         Elastic cell similarity threshold (0.8 in the integration tutorial).
     use_generative
         Has the generative ``flag_encoder`` (released whole-human models do).
+    use_mod
+        Modality embedding (multi-omic model, the official ``use_mod``): one embedding per
+        token's modality (RNA, protein, ATAC and the special tokens), added to the batch
+        embedding and concatenated to the inputs of the expression and MVC decoders.
+    ntokens_mod
+        Rows of the modality embedding (needed by ``use_mod``).
+    mod_pad_id
+        Padding row of the modality embedding (the modality of ``<pad>``; ``None``: none).
     use_pert_flags
         Perturbation-flag embedding added to the input (perturbation model).
     pert_pad_id
@@ -138,6 +146,9 @@ class ModelConfig:
     do_dab: bool = False
     ecs_threshold: float = 0.8
     use_generative: bool = True
+    use_mod: bool = False
+    ntokens_mod: int | None = None
+    mod_pad_id: int | None = None
     use_pert_flags: bool = False
     pert_pad_id: int = 0
     expr_decoder_style: str = "mlp"
@@ -172,6 +183,16 @@ class ModelConfig:
         if needs_batches and not self.num_batch_labels:
             raise ValueError(
                 "num_batch_labels is required with use_batch_labels, do_dab or domain-specific batch norm"
+            )
+        if self.use_mod and not self.ntokens_mod:
+            raise ValueError(
+                "ntokens_mod (rows of the modality embedding) is required with use_mod"
+            )
+        if self.mod_pad_id is not None and not (
+            self.ntokens_mod and 0 <= self.mod_pad_id < self.ntokens_mod
+        ):
+            raise ValueError(
+                f"mod_pad_id={self.mod_pad_id} outside the modality embedding of {self.ntokens_mod}"
             )
         if not 0 <= self.pad_token_id < self.ntoken:
             raise ValueError(

@@ -26,7 +26,8 @@ class ExprDecoder(nn.Module):
     explicit_zero_prob
         Add ``zero_logit`` (same shape) giving P(value > 0) per token.
     use_batch_labels
-        Input is the token state concatenated with the batch embedding (2 d).
+        Input is the token state concatenated with the batch embedding (2 d; also with the
+        batch + modality embedding of the multi-omic model).
     """
 
     def __init__(
@@ -101,6 +102,10 @@ class MVCDecoder(nn.Module):
         Add ``W_zero_logit`` for P(non-zero).
     use_batch_labels
         The cell embedding is concatenated with the batch embedding.
+    use_mod
+        Multi-omic model (the official ``MultiOmicTransformerModel``'s MVC decoder): the gene
+        embeddings are concatenated with their batch + modality embedding too, so the query
+        side is 2 d wide (``gene2query`` 2 d -> 2 d, ``W`` 2 d -> 2 d).
     """
 
     def __init__(
@@ -110,19 +115,21 @@ class MVCDecoder(nn.Module):
         detach_genes: bool = False,
         explicit_zero_prob: bool = False,
         use_batch_labels: bool = False,
+        use_mod: bool = False,
     ) -> None:
         super().__init__()
-        d_in = d_model * 2 if use_batch_labels else d_model
-        self.gene2query = nn.Linear(d_model, d_model)
+        d_in = d_model * 2 if use_batch_labels or use_mod else d_model
+        d_query = d_model * 2 if use_mod else d_model
+        self.gene2query = nn.Linear(d_query, d_query)
         self.query_activation = nn.Sigmoid()
-        self.W = nn.Linear(d_model, d_in, bias=False)
+        self.W = nn.Linear(d_query, d_in, bias=False)
         self.explicit_zero_prob = explicit_zero_prob
         if explicit_zero_prob:
-            self.W_zero_logit = nn.Linear(d_model, d_in)
+            self.W_zero_logit = nn.Linear(d_query, d_in)
         self.detach_genes = detach_genes
 
     def forward(self, cell_emb: torch.Tensor, gene_embs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Predict B x L values from ``cell_emb`` (B x d_in) and ``gene_embs`` (B x L x d)."""
+        """Predict B x L values from ``cell_emb`` (B x d_in) and ``gene_embs`` (B x L x d_query)."""
         if self.detach_genes:
             gene_embs = gene_embs.detach()
         query = self.query_activation(self.gene2query(gene_embs))

@@ -150,15 +150,27 @@ class CategoryValueEncoder(nn.Module):
 
 
 class BatchLabelEncoder(nn.Module):
-    """Batch-label embedding followed by LayerNorm (``batch_encoder``)."""
+    """Label embedding followed by LayerNorm (``batch_encoder``; also ``mod_encoder``).
 
-    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
+    Parameters
+    ----------
+    num_embeddings
+        Number of labels.
+    embedding_dim
+        Embedding size.
+    padding_idx
+        Row that stays zero and receives no gradient (the modality of ``<pad>``).
+    """
+
+    def __init__(
+        self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None
+    ) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(num_embeddings, embedding_dim)
+        self.embedding = nn.Embedding(num_embeddings, embedding_dim, padding_idx=padding_idx)
         self.enc_norm = nn.LayerNorm(embedding_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Embed batch labels ``x`` (B,) into B x d."""
+        """Embed labels ``x`` (B, or B x L per token) into B x d (B x L x d)."""
         return self.enc_norm(self.embedding(x))
 
 

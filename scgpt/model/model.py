@@ -76,6 +76,10 @@ class TransformerModel(nn.Module):
             self.value_encoder = nn.Identity()
         if c.use_batch_labels:
             self.batch_encoder = BatchLabelEncoder(int(c.num_batch_labels), c.d_model)
+        if c.use_mod:
+            self.mod_encoder = BatchLabelEncoder(
+                int(c.ntokens_mod), c.d_model, padding_idx=c.mod_pad_id
+            )
         if c.uses_dsbn:
             self.dsbn = DomainSpecificBatchNorm1d(
                 c.d_model,
@@ -90,10 +94,13 @@ class TransformerModel(nn.Module):
         self.transformer_encoder = TransformerEncoder(
             c.d_model, c.nhead, c.d_hid, c.nlayers, c.dropout, c.norm_scheme, c.layer_norm_eps
         )
+        # the decoders' inputs are the token state and, with batch labels and/or modalities,
+        # their (summed) embeddings: 2 d
+        conditioned = c.use_batch_labels or c.use_mod
         self.decoder: nn.Module = (
-            AffineExprDecoder(c.d_model, c.explicit_zero_prob, c.use_batch_labels)
+            AffineExprDecoder(c.d_model, c.explicit_zero_prob, conditioned)
             if c.expr_decoder_style == "affine"
-            else ExprDecoder(c.d_model, c.explicit_zero_prob, c.use_batch_labels)
+            else ExprDecoder(c.d_model, c.explicit_zero_prob, conditioned)
         )
         if c.n_cls > 1:
             self.cls_decoder = ClsDecoder(c.d_model, c.n_cls, nlayers=c.nlayers_cls)
@@ -103,6 +110,7 @@ class TransformerModel(nn.Module):
                 detach_genes=c.mvc_decoder_style.endswith("detach"),
                 explicit_zero_prob=c.explicit_zero_prob,
                 use_batch_labels=c.use_batch_labels,
+                use_mod=c.use_mod,
             )
         if c.do_dab:
             self.grad_reverse_discriminator = AdversarialDiscriminator(
@@ -238,13 +246,51 @@ class TransformerModel(nn.Module):
         return F.normalize((hidden * w.unsqueeze(-1)).sum(1), p=2, dim=1)
 
     def _with_batch(self, x: torch.Tensor, batch_emb: torch.Tensor | None) -> torch.Tensor:
+        # ``batch_emb``: B x d (one per cell, repeated over tokens) or B x L x d (per token)
         if batch_emb is None:
             return x
+        if x.dim() == 3 and batch_emb.dim() == 3:
+            return torch.cat([x, batch_emb.to(x.dtype)], dim=2)
         if x.dim() == 3:
             return torch.cat(
                 [x, batch_emb.unsqueeze(1).expand(-1, x.shape[1], -1).to(x.dtype)], dim=2
             )
         return torch.cat([x, batch_emb.to(x.dtype)], dim=1)
+
+    def _modality_conditions(
+        self,
+        batch_emb: torch.Tensor | None,
+        mod_types: torch.Tensor | None,
+        values: torch.Tensor,
+        key_padding_mask: torch.Tensor | None,
+        gene_embs: torch.Tensor,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """Decoder conditions of the multi-omic model (the official ``use_mod`` wiring).
+
+        Returns the per-token condition (batch + modality embedding, B x L x d) joined to
+        the expression decoder's input, the per-cell condition of the MVC decoder (batch
+        embedding + the modality embeddings pooled like the cell embedding: the ``<cls>``
+        token's modality for ``"cls"``) and the MVC decoder's gene side (gene embeddings
+        joined with the per-token condition). Without ``use_mod`` they are the batch
+        embedding and the gene embeddings as before.
+        """
+        if not self.config.use_mod:
+            return batch_emb, batch_emb, gene_embs
+        if mod_types is None:
+            raise ValueError("this model uses modality embeddings (use_mod): pass mod_types")
+        if mod_types.shape != gene_embs.shape[:2]:
+            raise ValueError(
+                f"mod_types has shape {tuple(mod_types.shape)}, expected the token shape "
+                f"{tuple(gene_embs.shape[:2])}"
+            )
+        mod_emb = self.mod_encoder(mod_types.long())
+        token_cond = mod_emb
+        cell_cond = self.cell_embedding(mod_emb, values, key_padding_mask)
+        if batch_emb is not None:
+            token_cond = token_cond + batch_emb.unsqueeze(1).to(mod_emb.dtype)
+            cell_cond = cell_cond + batch_emb.to(cell_cond.dtype)
+        genes = torch.cat([gene_embs, token_cond.to(gene_embs.dtype)], dim=2)
+        return token_cond, cell_cond, genes
 
     def _heads(
         self,
@@ -300,6 +346,7 @@ class TransformerModel(nn.Module):
         ECS: bool = False,
         DAB: bool = False,
         do_sample: bool = False,
+        mod_types: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Run the model on a padded batch.
 
@@ -309,6 +356,9 @@ class TransformerModel(nn.Module):
             B x L token ids, values and padding mask (True at padding).
         batch_labels, pert_flags, attn_mask, input_cell_emb
             See :meth:`encode`.
+        mod_types
+            B x L modality index of every token (models with ``use_mod``); the modality
+            embedding conditions the decoders only, so the cell embedding does not need it.
         CLS, MVC, ECS, DAB
             Compute the classifier logits, the MVC prediction, the ECS loss and the batch
             discriminator logits.
@@ -327,7 +377,10 @@ class TransformerModel(nn.Module):
             gene_ids, values, key_padding_mask, batch_labels, pert_flags, attn_mask, input_cell_emb
         )
         batch_emb = self.batch_encoder(batch_labels) if hasattr(self, "batch_encoder") else None
-        dec_in = self._with_batch(hidden, batch_emb)
+        token_cond, cell_cond, gene_side = self._modality_conditions(
+            batch_emb, mod_types, values, key_padding_mask, gene_embs
+        )
+        dec_in = self._with_batch(hidden, token_cond)
         dec = (
             self.decoder(dec_in, values)
             if isinstance(self.decoder, AffineExprDecoder)
@@ -340,8 +393,8 @@ class TransformerModel(nn.Module):
         return self._heads(
             out,
             cell_emb,
-            gene_embs,
-            batch_emb,
+            gene_side,
+            cell_cond,
             CLS=CLS,
             MVC=MVC,
             ECS=ECS,
@@ -397,6 +450,8 @@ class TransformerModel(nn.Module):
             raise ValueError(
                 "generative_forward needs a model with use_generative=True (flag_encoder)"
             )
+        if self.config.use_mod:
+            raise ValueError("generative_forward does not support modality embeddings (use_mod)")
         self._check_batch_labels(batch_labels)
         known_total, known_genes = self._embed(known_gene_ids, known_values, None)
         gen_genes = self.encoder(gen_gene_ids)
