@@ -63,3 +63,140 @@ rule pretrain_series_model:
 rule pretrain_series:
     input:
         [f"{SERIES_MODEL_DIR}/{name}/best_model.pt" for name in SERIES["models"]],
+
+
+# --- fine-tuning / evaluation of the series (`snakemake transfer`) ----------------------------
+# Every series model runs the config's transfer.methods on its series' (task, dataset) pairs
+# through the generic method script (workflow/scripts/run_method.py), with that model's
+# checkpoint; references (from scratch, PCA) run once under the model name "reference".
+from benchmark import transfer as tr
+from baselines.registry import get_method
+
+TRANSFER = tr.TransferPlan.from_config(config, PLAN.registry)
+
+
+def _transfer_needs_checkpoint(wc):
+    return get_method(wc.task, wc.method).needs_checkpoint
+
+
+def _transfer_params(task, method):
+    configured = config["tasks"].get(task, {}).get("methods", {})
+    return PLAN.method_params(task, method) if method in configured else {}
+
+
+rule run_transfer:
+    input:
+        dataset=lambda wc: PLAN.dataset_path(wc.dataset),
+        checkpoint=lambda wc: (
+            [f"{TRANSFER.checkpoint_dir(wc.model)}/{name}" for name in wf.CHECKPOINT_FILES]
+            if _transfer_needs_checkpoint(wc)
+            else []
+        ),
+    output:
+        run=f"{RESULTS}/transfer/{{model}}/{{task}}/{{dataset}}/{{method}}/seed{{seed}}/run.json",
+        scores=f"{RESULTS}/transfer/{{model}}/{{task}}/{{dataset}}/{{method}}/seed{{seed}}/scores.json",
+    params:
+        params=lambda wc: _transfer_params(wc.task, wc.method),
+        metric_options=lambda wc: (
+            PLAN.metric_options(wc.task) if wc.task in config["tasks"] else {}
+        ),
+        checkpoint=lambda wc: (
+            TRANSFER.checkpoint_dir(wc.model) if _transfer_needs_checkpoint(wc) else None
+        ),
+    threads: lambda wc: PLAN.resources(wc.method)["threads"]
+    resources:
+        mem_mb=lambda wc: PLAN.resources(wc.method)["mem_mb"],
+        runtime=lambda wc: PLAN.resources(wc.method)["runtime"],
+        gpu=lambda wc: PLAN.resources(wc.method)["gpu"],
+    conda:
+        lambda wc: "../../" + PLAN.method_env(wc.task, wc.method)
+    wildcard_constraints:
+        model="|".join([tr.REFERENCE, *TRANSFER.models]) or "NO_TRANSFER_MODELS",
+        task="|".join(tr.HEADLINE),
+    log:
+        f"{LOGS}/transfer/{{model}}/{{task}}/{{dataset}}/{{method}}/seed{{seed}}.log",
+    script:
+        "../scripts/run_method.py"
+
+
+rule transfer_table:
+    input:
+        TRANSFER.run_files(),
+    output:
+        md=report(
+            f"{RESULTS}/tables/transfer.md",
+            caption="../report/transfer_table.rst",
+            category="Tables",
+            labels={"task": "transfer"},
+        ),
+        csv=f"{RESULTS}/tables/transfer.csv",
+    params:
+        section=TRANSFER.section,
+        paper="transfer.csv",
+    log:
+        f"{LOGS}/tables/transfer.log",
+    script:
+        "../scripts/transfer_table.py"
+
+
+rule transfer_figures:
+    input:
+        rules.transfer_table.output.csv,
+    output:
+        report(
+            directory(f"{RESULTS}/figures/transfer"),
+            patterns=["{name}.png"],
+            caption="../report/transfer_figures.rst",
+            category="Figures",
+            subcategory="transfer",
+            labels={"task": "transfer", "figure": "{name}"},
+        ),
+    log:
+        f"{LOGS}/figures/transfer.log",
+    script:
+        "../scripts/transfer_figures.py"
+
+
+# Paper configuration: scaling-series models pre-trained here on nested census subsets
+# (transfer.models.<name>.census), with the config's model.pretrain.settings and resources.
+rule export_census_subset:
+    output:
+        directory(f"{DATA}/corpus/census/{{census_model}}"),
+    params:
+        census=lambda wc: PLAN.registry.datasets["cellxgene_census"].census,
+        spec=lambda wc: TRANSFER.models[wc.census_model]["census"],
+    wildcard_constraints:
+        census_model="|".join(n for n, s in TRANSFER.models.items() if "census" in s) or "NONE",
+    conda:
+        "../../envs/census.yaml"
+    log:
+        f"{LOGS}/model/export_census_{{census_model}}.log",
+    script:
+        "../scripts/export_census_subset.py"
+
+
+rule pretrain_census_model:
+    input:
+        f"{DATA}/corpus/census/{{census_model}}",
+    output:
+        [f"{RESULTS}/model/transfer/{{census_model}}/{name}" for name in wf.CHECKPOINT_FILES],
+    params:
+        settings=lambda wc: config["model"].get("pretrain", {}).get("settings", {}),
+        out_dir=f"{RESULTS}/model/transfer/{{census_model}}",
+        work_dir=f"{RESULTS}/model/transfer_work/{{census_model}}",
+    wildcard_constraints:
+        census_model="|".join(n for n, s in TRANSFER.models.items() if "census" in s) or "NONE",
+    threads: lambda wc: PLAN.resources("pretrain")["threads"]
+    resources:
+        mem_mb=lambda wc: PLAN.resources("pretrain")["mem_mb"],
+        runtime=lambda wc: PLAN.resources("pretrain")["runtime"],
+        gpu=lambda wc: PLAN.resources("pretrain")["gpu"],
+    log:
+        f"{LOGS}/model/pretrain_census_{{census_model}}.log",
+    script:
+        "../scripts/pretrain.py"
+
+
+rule transfer:
+    input:
+        TRANSFER.targets(),
