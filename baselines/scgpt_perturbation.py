@@ -53,6 +53,7 @@ def train_and_predict(
     batch_size: int,
     max_len: int,
     n_control_cells: int,
+    val_control_cells: int,
     early_stop: int,
     select_by: str,
     dropout: float,
@@ -83,6 +84,7 @@ def train_and_predict(
         batch_size=batch_size,
         max_len=max_len,
         split_key="split",
+        val_control_cells=val_control_cells,
         early_stop=early_stop,
         select_by=select_by,
         dropout=dropout,
@@ -128,6 +130,7 @@ def scgpt_perturbation(
     batch_size: int = 64,
     max_len: int = 1536,
     n_control_cells: int = 300,
+    val_control_cells: int = 100,
     early_stop: int = 10,
     select_by: str = "pearson_delta",
     dropout: float = 0.0,
@@ -152,6 +155,8 @@ def scgpt_perturbation(
         Training settings (tutorial: 15, 1e-4, 64, 1536).
     n_control_cells
         Control cells averaged per predicted condition.
+    val_control_cells
+        Control cells averaged per validation condition when ranking the epochs.
     early_stop
         Epochs without a better validation score before training stops.
     select_by
@@ -184,6 +189,7 @@ def scgpt_perturbation(
         batch_size=batch_size,
         max_len=max_len,
         n_control_cells=n_control_cells,
+        val_control_cells=val_control_cells,
         early_stop=early_stop,
         select_by=select_by,
         dropout=dropout,
@@ -206,6 +212,7 @@ def scgpt_scratch_perturbation(
     batch_size: int = 64,
     max_len: int = 1536,
     n_control_cells: int = 300,
+    val_control_cells: int = 100,
     early_stop: int = 10,
     select_by: str = "pearson_delta",
     dropout: float = 0.0,
@@ -229,6 +236,7 @@ def scgpt_scratch_perturbation(
         batch_size=batch_size,
         max_len=max_len,
         n_control_cells=n_control_cells,
+        val_control_cells=val_control_cells,
         early_stop=early_stop,
         select_by=select_by,
         dropout=dropout,

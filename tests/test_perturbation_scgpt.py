@@ -141,6 +141,37 @@ def test_validation_conditions_select_the_epoch(screen, checkpoint) -> None:
     assert "val_pearson_delta" not in plain.history[0]
 
 
+def test_conditions_predicted_together_equal_each_alone(screen, checkpoint) -> None:
+    """Batching (condition, control cell) pairs across conditions changes no prediction."""
+    from scgpt import predict_perturbation
+
+    train, conditions = screen["args"]
+    result = train_perturbation_model(
+        checkpoint,
+        train,
+        split_key=None,
+        epochs=1,
+        batch_size=32,
+        max_len=64,
+        device="cpu",
+        progress=False,
+    )
+    picked = list(conditions[:5])
+    # 3 control cells per condition: the batch of 8 mixes conditions within one forward pass.
+    together = predict_perturbation(
+        result, train, picked, n_control_cells=3, batch_size=8, seed=1, progress=False
+    )
+    rng = np.random.default_rng(1)
+    ctrl = np.flatnonzero(train.obs["condition"].astype(str).to_numpy() == "ctrl")
+    draws = [rng.choice(ctrl, size=3, replace=False) for _ in picked]
+    for row, (condition, cells) in enumerate(zip(picked, draws)):
+        alone = predict_perturbation(
+            result, train[cells], [condition], n_control_cells=3, batch_size=8, progress=False
+        )
+        np.testing.assert_allclose(together.X[row], alone.X[0], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(together.X[0], together.X[1])
+
+
 def test_run_epochs_restores_the_best_epoch_and_stops_early() -> None:
     from scgpt.finetune._common import optimizer_and_scheduler, run_epochs
 
