@@ -63,8 +63,10 @@ def integration_figures(
     *,
     metrics: Sequence[str],
     seed: int = 0,
+    prefix: str = "integration",
+    title: str = "Integration",
 ) -> list[Path]:
-    """Draw ``integration_umap.png`` and ``integration_metrics.png`` for one dataset.
+    """Draw ``<prefix>_umap.png`` and ``<prefix>_metrics.png`` for one dataset.
 
     Parameters
     ----------
@@ -78,6 +80,9 @@ def integration_figures(
         Columns of the metric table.
     seed
         UMAP seed.
+    prefix, title
+        File-name prefix and figure-title start (the multi-omic task draws the same figures
+        as ``multiomics_*.png``).
 
     Returns
     -------
@@ -114,8 +119,8 @@ def integration_figures(
                     coords,
                     obs,
                     ["cell_type", "batch"],
-                    out_dir / UMAP_FILE,
-                    title=f"Integration: {dataset}",
+                    out_dir / UMAP_FILE.replace("integration", prefix, 1),
+                    title=f"{title}: {dataset}",
                 )
             )
 
@@ -135,8 +140,8 @@ def integration_figures(
     written.append(
         metric_table(
             table,
-            out_dir / TABLE_FILE,
-            title=f"Integration scores: {dataset} (mean over seeds)",
+            out_dir / TABLE_FILE.replace("integration", prefix, 1),
+            title=f"{title} scores: {dataset} (mean over seeds)",
             groups={m: _GROUPS[m] for m in metrics if m in _GROUPS},
         )
     )

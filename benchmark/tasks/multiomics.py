@@ -1,0 +1,498 @@
+"""Multi-omic integration (scGPT paper, Fig. 4b-d / Supp. Table 4): one joint cell embedding.
+
+Three settings, told apart by the data, not by the task: paired RNA + ATAC (10x Multiome
+PBMC), paired RNA + protein over several batches (BMMC) and a mosaic (ASAP PBMC: RNA +
+protein in some batches, ATAC + protein in others).
+
+What a method receives (the same for every method, built by :meth:`MultiomicsTask.prepare`):
+ONE AnnData of all cells x the selected features of every modality with
+
+- ``X``: raw counts, CSR float32 (also in ``layers["counts"]``); features ordered RNA, then
+  protein, then ATAC (dataset order within a modality);
+- ``var["modality"]``: ``"rna"``, ``"protein"`` or ``"atac"`` (categorical); protein names
+  carry the ``prot_`` prefix so they never collide with gene symbols;
+- ``var["linked_gene"]``: the gene a protein or peak is linked to where the dataset says
+  (simulator: a protein's coding gene, a peak's linked gene); NaN for RNA features and
+  wherever no link is known;
+- ``layers["normalized"]``: each modality's standard normalisation, CSR float32, zero for a
+  cell's absent modality: RNA ``log1p`` of counts scaled to 10,000 per cell (library size
+  over *all* RNA genes of the dataset, before HVG selection); protein Seurat's CLR per cell
+  (``log1p(x / exp(mean(log1p(x))))`` over the cell's proteins); ATAC Signac's TF-IDF
+  (``log1p(x / cell total * n_cells_with_atac / peak total * 1e4)``) over the selected peaks;
+- ``obs["batch"]``: the batch (categorical of str); ``obs["has_rna"]``, ``obs["has_protein"]``,
+  ``obs["has_atac"]`` (bool): whether the cell's batch measured that modality (all True for
+  paired data; a cell's absent modality is all zeros in ``X``, not measured zeros). No cell
+  types;
+- ``uns["multiomics"]``: ``{"modalities": [present modalities, in feature order],
+  "mosaic": bool, "batch_key": "batch", "batch_modalities": {batch: [modalities]},
+  "n_hvg", "n_hvp", "n_proteins", "normalization": {modality: description}}``.
+
+Feature selection (once per dataset, for every method):
+
+- RNA: ``n_hvg`` HVGs (the paper's 1,200; every expressed gene when fewer) with scanpy's
+  ``seurat_v3`` flavour on the counts of the cells that have RNA, batch-aware when those
+  cells come from several batches (as the integration task);
+- protein: every protein;
+- ATAC: the ``n_hvp`` (the paper's 4,000; all when fewer) most frequently open peaks among
+  the cells that have ATAC (ranked by the number of cells with a non-zero count, then by
+  total counts; Signac's ``FindTopFeatures`` ranks by total counts, which on binary-like
+  peak counts is nearly the same order).
+
+A method is ``f(adata, *, seed, **params) -> np.ndarray`` of shape ``n_cells x d`` in the
+order of ``obs_names``. The harness writes ``embedding.npy`` and ``cells.csv`` and scores it
+with :func:`benchmark.metrics.integration.integration_scores` (scib's definitions: AvgBIO;
+AvgBATCH and Overall only when the data has more than one batch, else NaN, shown as ``—``)
+against ``obs["cell_type"]`` and ``obs["batch"]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from benchmark.io import write_csv, write_npy
+from benchmark.metrics.integration import CLUSTERINGS, HEADLINE_METRICS, integration_scores
+from benchmark.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+MODALITIES: tuple[str, ...] = ("rna", "protein", "atac")
+"""Modalities in feature order."""
+
+N_HVG = 1200
+"""RNA HVGs (the paper's / tutorial's number)."""
+
+N_HVP = 4000
+"""Highly variable (most frequently open) ATAC peaks (the paper's ``n_hvp``)."""
+
+TARGET_SUM = 1e4
+"""RNA counts per cell after library-size normalisation (before ``log1p``)."""
+
+CELL_TYPE_KEY = "cell_type"
+BATCH_KEY = "batch"
+
+BATCH_METRICS: tuple[str, ...] = (
+    "asw_batch",
+    "graph_conn",
+    "avg_batch",
+    "overall",
+    "ilisi",
+    "kbet",
+    "pcr_comparison",
+    "graph_conn_scib_metrics",
+)
+"""Scores that describe batch mixing: NaN when the data has one batch."""
+
+NORMALIZATION: dict[str, str] = {
+    "rna": f"normalize_total(target_sum={TARGET_SUM:g}) over all RNA genes + log1p",
+    "protein": "CLR per cell (Seurat margin 2): log1p(x / exp(mean(log1p(x))))",
+    "atac": "TF-IDF (Signac method 1): log1p(x / cell total * n_atac_cells / peak total * 1e4)",
+}
+"""What ``layers["normalized"]`` holds for each modality."""
+
+
+class MultiomicsTask(Task):
+    """Multi-omic integration: counts of several modalities in, one joint cell embedding out.
+
+    Parameters
+    ----------
+    n_hvg
+        RNA HVGs (paper: 1,200).
+    n_hvp
+        ATAC peaks kept (paper: 4,000).
+    n_neighbors
+        k of the scoring graph (scIB: 15).
+    x_pre_comps
+        PCs of ``layers["normalized"]`` (all selected features) used as the unintegrated
+        reference of ``pcr_comparison`` (0 turns that score off).
+    clustering
+        NMI/ARI clustering: ``"louvain"`` (scib 1.0.3, the paper's) or ``"leiden"`` (scib
+        1.1.7); the config's ``tasks.multiomics.metrics.clustering``.
+    """
+
+    name = "multiomics"
+    metrics = HEADLINE_METRICS
+    paper_table = "multiomics.csv"
+    required_obs = (CELL_TYPE_KEY, BATCH_KEY)
+
+    metric_options: tuple[str, ...] = ("clustering",)
+    """Keys of the config's ``tasks.multiomics.metrics``."""
+
+    def __init__(
+        self,
+        n_hvg: int = N_HVG,
+        n_hvp: int = N_HVP,
+        n_neighbors: int = 15,
+        x_pre_comps: int = 50,
+        clustering: str = "louvain",
+    ) -> None:
+        if n_hvg < 2 or n_hvp < 2:
+            raise ValueError(f"multiomics task: n_hvg and n_hvp must be >= 2; got {n_hvg}, {n_hvp}")
+        if clustering not in CLUSTERINGS:
+            raise ValueError(
+                f"multiomics task: metrics.clustering {clustering!r}: expected one of "
+                f"{sorted(CLUSTERINGS)}"
+            )
+        self.n_hvg = n_hvg
+        self.n_hvp = n_hvp
+        self.n_neighbors = n_neighbors
+        self.x_pre_comps = x_pre_comps
+        self.clustering = clustering
+
+    def with_metric_options(self, options: dict[str, Any] | None) -> MultiomicsTask:
+        """A copy scored with the config's ``tasks.multiomics.metrics`` options.
+
+        Raises
+        ------
+        ValueError
+            For a key other than :attr:`metric_options` or an unknown clustering.
+        """
+        options = self.check_metric_options(options)
+        return MultiomicsTask(
+            n_hvg=self.n_hvg,
+            n_hvp=self.n_hvp,
+            n_neighbors=self.n_neighbors,
+            x_pre_comps=self.x_pre_comps,
+            clustering=options.get("clustering", self.clustering),
+        )
+
+    # ------------------------------------------------------------------ prepare
+    def prepare(self, adata: ad.AnnData, *, seed: int) -> dict[str, Any]:
+        """Selected features of every modality, counts + normalised layers; truth kept aside.
+
+        Raises
+        ------
+        KeyError
+            If obs lacks ``cell_type`` / ``batch`` or var lacks ``modality``.
+        ValueError
+            For unknown modalities, non-count values, duplicated names, a cell with no
+            modality, or a cell whose ``has_<modality>`` is False but whose values in that
+            modality are not all zero.
+        """
+        self._check_dataset(adata)
+        modality = adata.var["modality"].astype(str).to_numpy()
+        counts = _counts(adata)
+        batch = adata.obs[BATCH_KEY].astype(str).to_numpy()
+        has = _has_modalities(adata, counts, modality)
+        present = [m for m in MODALITIES if (modality == m).any() and has[m].any()]
+        if not present:
+            raise ValueError("multiomics: no cell has any modality")
+
+        columns: list[np.ndarray] = []
+        normalized: list[sp.csr_matrix] = []
+        hvg_rank = pd.Series(dtype=float)
+        n_selected = {"rna": 0, "protein": 0, "atac": 0}
+        for m in present:
+            idx = np.flatnonzero(modality == m)
+            block = counts[:, idx]
+            if m == "rna":
+                keep, hvg_rank = self._select_hvgs(
+                    block[has[m]], batch[has[m]], adata.var_names[idx]
+                )
+                chosen = idx[keep]
+                norm = _log_normalize(block)[:, keep]
+            elif m == "protein":
+                chosen = idx
+                norm = _clr(block)
+            else:
+                keep = self._select_peaks(block[has[m]])
+                chosen = idx[keep]
+                norm = _tfidf(block[:, keep], has[m])
+            n_selected[m] = len(chosen)
+            columns.append(chosen)
+            normalized.append(sp.csr_matrix(norm.multiply(has[m][:, None]), dtype=np.float32))
+        chosen = np.concatenate(columns)
+
+        sub_counts = sp.csr_matrix(counts[:, chosen], dtype=np.float32)
+        var = pd.DataFrame(index=pd.Index(adata.var_names[chosen].astype(str), name=None))
+        var["modality"] = pd.Categorical(modality[chosen], categories=list(MODALITIES))
+        var["linked_gene"] = _linked_genes(adata, chosen, modality)
+        if "gene_id" in adata.var:
+            var["gene_id"] = adata.var["gene_id"].to_numpy()[chosen].astype(object)
+        var["highly_variable_rank"] = hvg_rank.reindex(var.index).to_numpy(dtype=float)
+        obs = pd.DataFrame(
+            {BATCH_KEY: pd.Categorical(batch)}, index=adata.obs_names.astype(str).copy()
+        )
+        for m in MODALITIES:
+            obs[f"has_{m}"] = has[m]
+        mosaic = any(not has[m].all() for m in present)
+        batch_modalities = {
+            b: [m for m in present if has[m][batch == b].any()] for b in sorted(set(batch))
+        }
+        method_input = ad.AnnData(
+            X=sub_counts,
+            obs=obs,
+            var=var,
+            layers={"counts": sub_counts.copy(), "normalized": sp.hstack(normalized, format="csr")},
+            uns={
+                "multiomics": {
+                    "modalities": present,
+                    "mosaic": bool(mosaic),
+                    "batch_key": BATCH_KEY,
+                    "batch_modalities": batch_modalities,
+                    "n_hvg": n_selected["rna"],
+                    "n_hvp": n_selected["atac"],
+                    "n_proteins": n_selected["protein"],
+                    "normalization": {m: NORMALIZATION[m] for m in present},
+                }
+            },
+        )
+        log.info(
+            "multiomics: %d cells; modalities %s (mosaic: %s); %d HVGs, %d proteins, %d peaks",
+            method_input.n_obs,
+            present,
+            mosaic,
+            n_selected["rna"],
+            n_selected["protein"],
+            n_selected["atac"],
+        )
+        truth = {
+            CELL_TYPE_KEY: adata.obs[CELL_TYPE_KEY].astype(str).to_numpy(),
+            BATCH_KEY: batch,
+            "normalized": method_input.layers["normalized"].copy(),
+        }
+        return {
+            "args": (method_input,),
+            "truth": truth,
+            "obs_names": adata.obs_names.to_numpy().astype(str),
+        }
+
+    def _check_dataset(self, adata: ad.AnnData) -> None:
+        for key in self.required_obs:
+            if key not in adata.obs:
+                raise KeyError(
+                    f"multiomics: dataset lacks obs column {key!r}; it has {list(adata.obs.columns)}"
+                )
+            n_missing = int(adata.obs[key].isna().sum())
+            if n_missing:
+                raise ValueError(f"multiomics: obs[{key!r}] is missing for {n_missing} cells")
+        if "modality" not in adata.var:
+            raise KeyError(
+                "multiomics: dataset lacks var column 'modality' (rna / protein / atac); "
+                f"it has {list(adata.var.columns)}"
+            )
+        unknown = sorted(set(adata.var["modality"].astype(str)) - set(MODALITIES))
+        if unknown:
+            raise ValueError(
+                f"multiomics: var['modality'] has unknown values {unknown}; expected {list(MODALITIES)}"
+            )
+        if not adata.obs_names.is_unique:
+            raise ValueError("multiomics: dataset obs_names are not unique")
+        if not adata.var_names.is_unique:
+            raise ValueError("multiomics: dataset var_names are not unique")
+
+    def _select_hvgs(
+        self, block: sp.csr_matrix, batch: np.ndarray, names: pd.Index
+    ) -> tuple[np.ndarray, pd.Series]:
+        """Column mask of the ``n_hvg`` HVGs (seurat_v3, per batch) and their ranks by name."""
+        import scanpy as sc
+
+        expressed = np.asarray((block > 0).sum(axis=0)).ravel() > 0
+        if int(expressed.sum()) <= self.n_hvg:
+            return expressed, pd.Series(np.nan, index=names[expressed].astype(str), dtype=float)
+        tmp = ad.AnnData(
+            X=block[:, expressed],
+            obs=pd.DataFrame({BATCH_KEY: pd.Categorical(batch)}),
+            var=pd.DataFrame(index=names[expressed].astype(str)),
+        )
+        sc.pp.highly_variable_genes(
+            tmp,
+            flavor="seurat_v3",
+            n_top_genes=self.n_hvg,
+            batch_key=BATCH_KEY if len(set(batch)) > 1 else None,
+            subset=False,
+        )
+        keep = expressed.copy()
+        keep[np.flatnonzero(expressed)] = tmp.var["highly_variable"].to_numpy()
+        ranks = tmp.var.loc[tmp.var["highly_variable"].to_numpy(), "highly_variable_rank"]
+        return keep, ranks.astype(float)
+
+    def _select_peaks(self, block: sp.csr_matrix) -> np.ndarray:
+        """Column mask of the ``n_hvp`` most frequently open peaks (ties: more counts first)."""
+        n_open = np.asarray((block > 0).sum(axis=0)).ravel()
+        total = np.asarray(block.sum(axis=0)).ravel()
+        keep = n_open > 0
+        if int(keep.sum()) <= self.n_hvp:
+            return keep
+        order = np.lexsort((-total, -n_open))[: self.n_hvp]
+        keep = np.zeros(block.shape[1], dtype=bool)
+        keep[order] = True
+        return keep
+
+    # ------------------------------------------------------------------ call/save/score
+    def call(self, func: Any, inputs: dict[str, Any], *, seed: int, params: dict[str, Any]) -> Any:
+        """Call the method and check that it returned one finite row per cell."""
+        output = func(*inputs["args"], seed=seed, **params)
+        return _check_embedding(output, len(inputs["obs_names"]))
+
+    def save(self, output: Any, inputs: dict[str, Any], outdir: Path) -> list[Path]:
+        """``embedding.npy`` (float32, cells x d) and ``cells.csv`` (its row names)."""
+        outdir = Path(outdir)
+        embedding = _check_embedding(output, len(inputs["obs_names"]))
+        paths = [outdir / "embedding.npy", outdir / "cells.csv"]
+        write_npy(embedding, paths[0])
+        write_csv(pd.DataFrame({"cell": inputs["obs_names"]}), paths[1], index=False)
+        return paths
+
+    def score(self, output: Any, inputs: dict[str, Any], *, seed: int) -> dict[str, Any]:
+        """scIB scores as the integration task; batch scores NaN when there is one batch."""
+        from baselines.pca import pca_embedding
+
+        truth = inputs["truth"]
+        embedding = _check_embedding(output, len(inputs["obs_names"]))
+        n_batches = len(np.unique(truth[BATCH_KEY]))
+        x_pre = None
+        if self.x_pre_comps > 0 and n_batches > 1:
+            x_pre = pca_embedding(truth["normalized"], n_comps=self.x_pre_comps, seed=seed)
+        scores = integration_scores(
+            embedding,
+            truth[CELL_TYPE_KEY],
+            truth[BATCH_KEY],
+            seed=seed,
+            n_neighbors=self.n_neighbors,
+            clustering=self.clustering,
+            x_pre=x_pre,
+        )
+        if n_batches < 2:
+            # One batch: nothing to mix (the paper reports no batch scores for such a set).
+            for key in BATCH_METRICS:
+                if key in scores:
+                    scores[key] = math.nan
+        scores["n_dims"] = float(embedding.shape[1])
+        scores["n_batches"] = float(n_batches)
+        scores["clustering"] = self.clustering
+        return scores
+
+    def figures(self, run_dirs: list[Path], dataset_path: Path, out_dir: Path) -> list[Path]:
+        """UMAP grid (cell type, batch) per method and the scIB-style metric table."""
+        from benchmark.plots.integration import integration_figures
+
+        return integration_figures(
+            run_dirs,
+            dataset_path,
+            out_dir,
+            metrics=self.metrics,
+            prefix="multiomics",
+            title="Multi-omic integration",
+        )
+
+
+# ---------------------------------------------------------------------- helpers
+def _counts(adata: ad.AnnData) -> sp.csr_matrix:
+    """Raw counts as CSR float32: ``layers["counts"]`` if present, else ``X``; checked."""
+    where = "layers['counts']" if "counts" in adata.layers else "X"
+    matrix = adata.layers["counts"] if "counts" in adata.layers else adata.X
+    counts = sp.csr_matrix(matrix, dtype=np.float32)
+    values = counts.data
+    if values.size and (values.min() < 0 or not np.all(values == np.round(values))):
+        raise ValueError(
+            f"multiomics: {where} must hold raw counts (non-negative integers) of every "
+            "modality; found non-integer or negative values"
+        )
+    return counts
+
+
+def _has_modalities(
+    adata: ad.AnnData, counts: sp.csr_matrix, modality: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per modality, which cells measured it: ``obs["has_<m>"]`` or, when absent, all cells.
+
+    A cell marked as lacking a modality must have only zeros there (the standard mosaic
+    form); anything else is an inconsistent dataset, not something to fix silently.
+    """
+    has = {}
+    for m in MODALITIES:
+        in_var = modality == m
+        key = f"has_{m}"
+        if not in_var.any():
+            has[m] = np.zeros(adata.n_obs, dtype=bool)
+            continue
+        if key not in adata.obs:
+            has[m] = np.ones(adata.n_obs, dtype=bool)
+            continue
+        values = adata.obs[key]
+        if values.isna().any() or not set(values.astype(str)) <= {"True", "False"}:
+            raise ValueError(f"multiomics: obs[{key!r}] must be boolean; got {values.dtype}")
+        has[m] = values.astype(str).to_numpy() == "True"
+        lacking = ~has[m]
+        if lacking.any():
+            nonzero = np.asarray(counts[lacking][:, in_var].sum(axis=1)).ravel() > 0
+            if nonzero.any():
+                example = adata.obs_names[np.flatnonzero(lacking)[np.flatnonzero(nonzero)[0]]]
+                raise ValueError(
+                    f"multiomics: {int(nonzero.sum())} cells have obs[{key!r}] False but "
+                    f"non-zero {m} counts (e.g. {example!r})"
+                )
+    cells_without = ~np.logical_or.reduce([has[m] for m in MODALITIES])
+    if cells_without.any():
+        raise ValueError(
+            f"multiomics: {int(cells_without.sum())} cells have no modality (all has_* False), "
+            f"e.g. {adata.obs_names[np.flatnonzero(cells_without)[0]]!r}"
+        )
+    return has
+
+
+def _linked_genes(adata: ad.AnnData, chosen: np.ndarray, modality: np.ndarray) -> np.ndarray:
+    """``var["linked_gene"]`` of the chosen protein / peak features; NaN for RNA and unknown."""
+    out = np.full(len(chosen), np.nan, dtype=object)
+    if "linked_gene" not in adata.var:
+        return out
+    linked = adata.var["linked_gene"].to_numpy()[chosen]
+    for i, (value, m) in enumerate(zip(linked, modality[chosen], strict=True)):
+        if m != "rna" and isinstance(value, str) and value:
+            out[i] = value
+    return out
+
+
+def _log_normalize(block: sp.csr_matrix) -> sp.csr_matrix:
+    """``log1p`` of counts scaled to :data:`TARGET_SUM` per cell (zero rows stay zero)."""
+    total = np.asarray(block.sum(axis=1)).ravel()
+    scale = np.divide(TARGET_SUM, total, out=np.zeros_like(total, dtype=float), where=total > 0)
+    out = sp.csr_matrix(sp.diags(scale) @ block, dtype=np.float32)
+    out.data = np.log1p(out.data)
+    return out
+
+
+def _clr(block: sp.csr_matrix) -> sp.csr_matrix:
+    """Seurat's CLR per cell (margin 2): ``log1p(x / exp(sum(log1p(x)) / n_features))``."""
+    dense = block.toarray().astype(np.float64)
+    geo = np.exp(np.log1p(dense).sum(axis=1, keepdims=True) / max(dense.shape[1], 1))
+    return sp.csr_matrix(np.log1p(dense / geo), dtype=np.float32)
+
+
+def _tfidf(block: sp.csr_matrix, has: np.ndarray) -> sp.csr_matrix:
+    """Signac's TF-IDF (method 1) with the IDF over the cells that have ATAC."""
+    block = sp.csr_matrix(block, dtype=np.float64)
+    cell_total = np.asarray(block.sum(axis=1)).ravel()
+    tf = sp.diags(np.divide(1.0, cell_total, out=np.zeros_like(cell_total), where=cell_total > 0))
+    peak_total = np.asarray(block[has].sum(axis=0)).ravel()
+    idf = np.divide(
+        float(has.sum()), peak_total, out=np.zeros_like(peak_total), where=peak_total > 0
+    )
+    out = sp.csr_matrix(tf @ block @ sp.diags(idf * 1e4), dtype=np.float32)
+    out.data = np.log1p(out.data)
+    return out
+
+
+def _check_embedding(output: Any, n_cells: int) -> np.ndarray:
+    embedding = np.asarray(output, dtype=np.float32)
+    if embedding.ndim != 2 or embedding.shape[0] != n_cells or embedding.shape[1] < 1:
+        raise ValueError(
+            f"multiomics method must return an array of shape ({n_cells}, d); "
+            f"got {getattr(output, 'shape', type(output).__name__)}"
+        )
+    if not np.isfinite(embedding).all():
+        bad = int((~np.isfinite(embedding)).any(axis=1).sum())
+        raise ValueError(f"multiomics method returned non-finite values for {bad} cells")
+    return embedding
+
+
+TASK = MultiomicsTask()
+"""The task object the harness uses (``benchmark.tasks.get_task("multiomics")``)."""
