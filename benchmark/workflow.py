@@ -138,9 +138,12 @@ class WorkflowPlan:
                 _check_downloads(params, f"tasks.{task}.methods.{method}", registry)
                 if spec.needs_checkpoint:
                     checkpoint_methods.add((task, method))
+            only = _method_datasets(task, section)
             for dataset, method, seed in itertools.product(
                 section["datasets"], section["methods"], config["seeds"]
             ):
+                if method in only and dataset not in only[method]:
+                    continue
                 jobs.append(Job(task, dataset, method, seed))
         model = config["model"]
         if checkpoint_methods and model["source"] == "checkpoint":
@@ -315,6 +318,30 @@ def _check_downloads(value: Any, where: str, registry: Any) -> None:
             registry.download_source(name)
         except Exception as err:
             raise ConfigError(f"config {where}: {{download: {name}}}: {err}") from None
+
+
+def _method_datasets(task: str, section: dict[str, Any]) -> dict[str, list[str]]:
+    """``tasks.<task>.method_datasets``: methods that run on some of the task's datasets only.
+
+    Raises
+    ------
+    ConfigError
+        For a method not under ``methods`` or a dataset not under ``datasets``.
+    """
+    only = dict(section.get("method_datasets") or {})
+    for method, datasets in only.items():
+        if method not in section["methods"]:
+            raise ConfigError(
+                f"config tasks.{task}.method_datasets.{method}: not a method of the task; "
+                f"methods: {list(section['methods'])}"
+            )
+        unknown = [d for d in datasets if d not in section["datasets"]]
+        if unknown:
+            raise ConfigError(
+                f"config tasks.{task}.method_datasets.{method}: {unknown} not in "
+                f"tasks.{task}.datasets {list(section['datasets'])}"
+            )
+    return only
 
 
 def _check_dataset_params(config: dict[str, Any], registry: Any, registry_path: str) -> None:
