@@ -56,6 +56,8 @@ def _expected_jobs(config: dict) -> list[list]:
         for dataset, method, seed in itertools.product(
             section["datasets"], section["methods"], config["seeds"]
         )
+        # tasks.<task>.method_datasets restricts a method to some of the task's datasets
+        if dataset in section.get("method_datasets", {}).get(method, [dataset])
     )
 
 
