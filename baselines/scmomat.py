@@ -135,12 +135,12 @@ def fit_scmomat(
     if "atac" in masks and "rna" in masks and pseudo_rna:
         gxr = gene_peak_matrix(linked_genes(adata, masks["atac"], METHOD, "atac"), genes)
 
-    # scMoMaT batches: cells sharing obs batch and measured modalities, in batch order.
+    # scMoMaT batches: cells sharing obs batch and measured modalities, sorted by name.
     batches = batch_labels(adata, batch_key, METHOD).to_numpy()
     pattern = np.array(
         ["+".join(m for m in ("rna", "protein", "atac") if has[m][i]) for i in range(adata.n_obs)]
     )
-    keys = list(dict.fromkeys(zip(batches, pattern)))
+    keys = sorted(set(zip(batches, pattern)))
     group_cells = [np.flatnonzero((batches == b) & (pattern == p)) for b, p in keys]
     small = [f"{b}|{p}" for (b, p), c in zip(keys, group_cells) if int(c.size * batch_size) < 1]
     if small:
