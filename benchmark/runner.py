@@ -48,10 +48,22 @@ TRACKED_PACKAGES = (
     "harmonypy",
     "cell-gears",
     "scglue",
+    "scmomat",
     "rpy2",
     "snakemake",
 )
 
+
+# Thread pools a method's libraries size from the environment at import: set to the job's
+# threads in the child, so that no library (numba in scanpy, OpenMP in torch) grows past the
+# job's share or resets another's pool (numba's parallel functions reset the OpenMP threads
+# torch uses).
+THREAD_ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
 
 # Loggers whose warnings a result's reader must see (e.g. low vocabulary coverage):
 # copied into run.json and flagged in the tables.
@@ -261,7 +273,10 @@ def run_method_isolated(
     received: list[int] = []
     start = time.perf_counter()
     try:
-        child = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        env = dict(os.environ)
+        if threads is not None:
+            env.update({name: str(threads) for name in THREAD_ENV_VARS})
+        child = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
 
         def forward(signum: int, _frame: Any) -> None:
             received.append(signum)

@@ -34,3 +34,17 @@ def sleeper(reference, query, *, seed):
     """Say it started (``$SLEEPER_STARTED``), then outlive any test's patience."""
     Path(os.environ["SLEEPER_STARTED"]).touch()
     time.sleep(60)
+
+
+@register("annotation", "thread_probe", label="Thread probe")
+def thread_probe(reference, query, *, seed):
+    """Fail unless every thread pool was sized to the job: env, numba and torch agree."""
+    import numba
+    import torch
+
+    seen = {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    seen["numba"] = str(numba.get_num_threads())
+    seen["torch"] = str(torch.get_num_threads())
+    if set(seen.values()) != {"1"}:
+        raise RuntimeError(f"thread pools not sized to the job's 1 thread: {seen}")
+    return majority_label(reference, query, seed=seed)

@@ -89,6 +89,25 @@ def test_sigkilled_method_is_a_failed_row_and_the_table_is_written(
     assert "failed: killed by SIGKILL" in (tmp_path / "t.md").read_text()
 
 
+def test_the_method_process_sizes_every_thread_pool_to_the_job(
+    plugin_methods, annotation_dataset, tmp_path, monkeypatch
+):
+    # A machine-wide setting must not leak into a 1-thread job.
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    record = runner.run_method_isolated(
+        "annotation",
+        "thread_probe",
+        "cells",
+        annotation_dataset,
+        tmp_path / "probe",
+        seed=0,
+        threads=1,
+        log_path=tmp_path / "probe.log",
+    )
+    assert record["status"] == "ok", record.get("error")
+
+
 def test_sigterm_to_the_job_ends_the_method_as_a_failed_row(
     plugin_methods, annotation_dataset, tmp_path, monkeypatch
 ):
