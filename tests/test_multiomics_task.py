@@ -111,6 +111,19 @@ def test_prepare_contract(mosaic):
     assert n_open[list(kept)].min() >= n_open.drop(list(kept)).max()
 
 
+def test_genomic_coordinates_reach_the_methods(mosaic):
+    located = mosaic.copy()
+    located.var["chrom"] = "chr1"
+    located.var["chromStart"] = np.arange(located.n_vars) * 1000
+    located.var["chromEnd"] = located.var["chromStart"] + 500
+    (x,) = MultiomicsTask(n_hvg=100, n_hvp=150).prepare(located, seed=0)["args"]
+    expected = located.var.loc[x.var_names, "chromStart"].to_numpy()
+    np.testing.assert_array_equal(x.var["chromStart"].to_numpy(), expected)
+    assert (x.var["chrom"] == "chr1").all()
+    (plain,) = MultiomicsTask(n_hvg=100, n_hvp=150).prepare(mosaic, seed=0)["args"]
+    assert "chrom" not in plain.var
+
+
 def test_prepare_errors(mosaic):
     task = MultiomicsTask(n_hvg=50, n_hvp=50)
     bad = mosaic.copy()

@@ -14,6 +14,8 @@ ONE AnnData of all cells x the selected features of every modality with
 - ``var["linked_gene"]``: the gene a protein or peak is linked to where the dataset says
   (simulator: a protein's coding gene, a peak's linked gene); NaN for RNA features and
   wherever no link is known;
+- ``var["gene_id"]``, ``var["chrom"]``, ``var["chromStart"]``, ``var["chromEnd"]``: passed
+  through where the dataset has them (genomic coordinates for scGLUE's proximity graph);
 - ``layers["normalized"]``: each modality's standard normalisation, CSR float32, zero for a
   cell's absent modality: RNA ``log1p`` of counts scaled to 10,000 per cell (library size
   over *all* RNA genes of the dataset, before HVG selection); protein Seurat's CLR per cell
@@ -96,6 +98,11 @@ NORMALIZATION: dict[str, str] = {
     "atac": "TF-IDF (Signac method 1): log1p(x / cell total * n_atac_cells / peak total * 1e4)",
 }
 """What ``layers["normalized"]`` holds for each modality."""
+
+
+PASSED_VAR_COLUMNS = ("gene_id", "chrom", "chromStart", "chromEnd")
+"""Dataset var columns handed to methods where present: gene ids and the genomic coordinates
+scGLUE's proximity guidance graph needs (GLUE's processed 10x Multiome files carry them)."""
 
 
 class MultiomicsTask(Task):
@@ -214,8 +221,9 @@ class MultiomicsTask(Task):
         var = pd.DataFrame(index=pd.Index(adata.var_names[chosen].astype(str), name=None))
         var["modality"] = pd.Categorical(modality[chosen], categories=list(MODALITIES))
         var["linked_gene"] = _linked_genes(adata, chosen, modality)
-        if "gene_id" in adata.var:
-            var["gene_id"] = adata.var["gene_id"].to_numpy()[chosen].astype(object)
+        for column in PASSED_VAR_COLUMNS:
+            if column in adata.var:
+                var[column] = adata.var[column].to_numpy()[chosen]
         var["highly_variable_rank"] = hvg_rank.reindex(var.index).to_numpy(dtype=float)
         obs = pd.DataFrame(
             {BATCH_KEY: pd.Categorical(batch)}, index=adata.obs_names.astype(str).copy()
