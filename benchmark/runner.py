@@ -18,9 +18,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import anndata as ad
-import numpy as np
-
 from baselines.registry import get_method
 from benchmark.io import write_json
 from benchmark.tasks import get_task
@@ -89,6 +86,8 @@ class _WarningCollector(logging.Handler):
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (if imported) for a deterministic run."""
     random.seed(seed)
+    import numpy as np
+
     np.random.seed(seed)  # noqa: NPY002 -- libraries still draw from the legacy global RNG
     os.environ["PYTHONHASHSEED"] = str(seed)
     torch = sys.modules.get("torch")
@@ -173,6 +172,8 @@ def run_method(
         record["label"] = spec.label
         spec.check_params(params)
         task_obj = get_task(task).with_metric_options(metric_options)
+        import anndata as ad
+
         adata = ad.read_h5ad(dataset_path)
         missing = [k for k in task_obj.required_obs if k not in adata.obs]
         if missing:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anndata as ad
+if TYPE_CHECKING:  # the job's parent process imports this module and needs no anndata
+    import anndata as ad
 
 
 class Task(abc.ABC):
