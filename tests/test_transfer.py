@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 import subprocess
 from pathlib import Path
@@ -188,3 +189,26 @@ def test_transfer_target_plans(configfile):
     assert "pretrain_series_model" not in output  # the demo uses the committed models
     if configfile:
         assert "pretrain_census_model" in output and "export_census_subset" in output
+
+
+def test_committed_series_models_match_registry_and_settings():
+    """Each committed series model: registry digests, the settings file's steps and corpus,
+    one vocabulary for all (equal size)."""
+    from benchmark.datasets import load_registry
+    from benchmark.download import sha256sum
+
+    registry = load_registry(ROOT / "config" / "datasets.yaml")
+    series = yaml.safe_load((ROOT / "config" / "pretrain_transfer.yaml").read_text())
+    vocabularies = set()
+    for name, spec in series["models"].items():
+        source = registry.checkpoint_source(name)
+        folder = Path(source["path"])
+        for file in source["files"]:
+            assert sha256sum(folder / file) == source["sha256"][file], (name, file)
+        args = json.loads((folder / "args.json").read_text())["pretrain"]
+        assert args["max_steps"] == series["settings"]["max_steps"]
+        assert args["data"].endswith(f"corpus/series/{name}.h5ad")
+        if spec.get("cells"):
+            assert args["n_cells"] == spec["cells"]
+        vocabularies.add(sha256sum(folder / "vocab.json"))
+    assert len(vocabularies) == 1
