@@ -2,7 +2,7 @@
 #
 # Pre-training of the demo's series models (settings: config/pretrain_transfer.yaml). Not part
 # of `rule all` or `transfer`: the models are committed under results/model/transfer/ and
-# registered as checkpoints (copied with a checksum check). Each takes ~5 minutes on one thread:
+# registered as checkpoints (copied with a checksum check). Each took 4-12 minutes on one thread:
 #   nice -n 10 snakemake --cores 1 pretrain_series
 import yaml
 
