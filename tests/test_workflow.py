@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from benchmark.workflow import ConfigError, WorkflowPlan
+from tests.test_workflow_config import _expected_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--nolock", "-n", "--forceall", "--quiet", "rules"]
@@ -76,11 +77,7 @@ def test_plan_covers_tasks_datasets_methods_seeds():
     config = _demo_config()
     config["seeds"] = [0, 1]
     plan = WorkflowPlan.from_config(config)
-    expected = sum(
-        len(section["datasets"]) * len(section["methods"]) * 2
-        for section in config["tasks"].values()
-    )
-    assert len(plan.jobs) == expected
+    assert len(plan.jobs) == len(_expected_jobs(config))
     targets = plan.final_targets()
     assert f"{plan.results_dir}/tables/integration.md" in targets
 
