@@ -20,6 +20,7 @@ from typing import Any
 
 from baselines.registry import get_method
 from benchmark.io import write_json
+from benchmark.numba_cache import cache_umap_kernels
 from benchmark.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,10 @@ def describe_device() -> str:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         return f"cuda:{torch.cuda.get_device_name(0)}"
-    threads = torch.get_num_threads() if torch is not None else os.cpu_count()
+    if torch is not None:
+        threads = torch.get_num_threads()
+    else:  # a method without torch: the pool size the job set (run_method), else the machine's
+        threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
     return f"cpu ({threads} threads)"
 
 
@@ -182,9 +186,12 @@ def run_method(
                 f"task {task!r}; it has {list(adata.obs.columns)}"
             )
         if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
+            # Libraries loaded later size their pools from the environment; torch only when a
+            # method uses it (importing it costs ~1.7 s per job).
+            os.environ.update({name: str(threads) for name in THREAD_ENV_VARS})
+            if "torch" in sys.modules:
+                sys.modules["torch"].set_num_threads(threads)
+        cache_umap_kernels()  # scores and methods build scanpy neighbour graphs
         seed_everything(seed)
         inputs = task_obj.prepare(adata, seed=seed)
         call_params = dict(params)

@@ -59,6 +59,9 @@ def umap_coordinates(embedding: np.ndarray, *, seed: int = 0, n_neighbors: int =
     import anndata as ad
     import scanpy as sc
 
+    from benchmark.numba_cache import cache_umap_kernels
+
+    cache_umap_kernels()
     tmp = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(embedding.shape[0])]))
     tmp.obsm["X_emb"] = np.asarray(embedding, dtype=np.float32)
     k = max(2, min(n_neighbors, embedding.shape[0] - 1))
