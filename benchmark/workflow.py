@@ -246,6 +246,14 @@ class WorkflowPlan:
         configured = self.config.get("resources", {})
         return {**DEFAULT_RESOURCES, **configured.get("default", {}), **configured.get(method, {})}
 
+    def priority(self, task: str, method: str) -> int:
+        """Scheduling priority of a method's jobs: ``resources.<method>.priority`` if set, else
+        1 for methods that use the scGPT checkpoint (the long fine-tunings) and 0 otherwise."""
+        configured = self.config.get("resources", {}).get(method, {})
+        if "priority" in configured:
+            return int(configured["priority"])
+        return 1 if self.needs_checkpoint(task, method) else 0
+
     def runs_of(self, task: str, dataset: str | None = None) -> list[str]:
         """``run.json`` paths of every planned job of a task (optionally one dataset)."""
         return [

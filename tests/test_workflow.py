@@ -87,3 +87,13 @@ def test_configurations_plan_offline(tmp_path, configfile):
     result = _dry_run(tmp_path, configfile=configfile)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "run_method" in result.stdout + result.stderr
+
+
+def test_long_jobs_are_scheduled_first():
+    config = _demo_config()
+    plan = WorkflowPlan.from_config(config)
+    assert plan.priority("perturbation", "scgpt") == 1  # uses the checkpoint
+    assert plan.priority("perturbation", "linear") == 0
+    assert plan.priority("perturbation", "gears") == 1  # resources.gears.priority
+    config["resources"]["scgpt"] = {"priority": 0}
+    assert WorkflowPlan.from_config(config).priority("perturbation", "scgpt") == 0

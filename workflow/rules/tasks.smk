@@ -18,6 +18,9 @@ rule run_method:
         checkpoint=lambda wc: (
             PLAN.checkpoint_dir() if PLAN.needs_checkpoint(wc.task, wc.method) else None
         ),
+    # Long jobs first (scGPT fine-tunings by default), so that short baselines fill the gaps:
+    # on 2 cores, long jobs started last stretched the demo's tail by minutes.
+    priority: lambda wc: PLAN.priority(wc.task, wc.method)
     threads: lambda wc: PLAN.resources(wc.method)["threads"]
     resources:
         mem_mb=lambda wc: PLAN.resources(wc.method)["mem_mb"],
