@@ -185,12 +185,16 @@ def run_method(
                 f"dataset {dataset!r} ({dataset_path}) lacks obs column(s) {missing} needed by "
                 f"task {task!r}; it has {list(adata.obs.columns)}"
             )
-        if threads is not None:
-            # Libraries loaded later size their pools from the environment; torch only when a
-            # method uses it (importing it costs ~1.7 s per job).
-            os.environ.update({name: str(threads) for name in THREAD_ENV_VARS})
-            if "torch" in sys.modules:
-                sys.modules["torch"].set_num_threads(threads)
+        if threads is not None and (
+            "torch" in sys.modules or os.environ.get("OMP_NUM_THREADS") != str(threads)
+        ):
+            # The isolated child's environment already sizes every pool (torch included, when
+            # a method imports it: ~1.7 s a job saved); in this process it may not. The
+            # environment is never changed here: numba refuses a NUMBA_NUM_THREADS that
+            # changes after its threads started.
+            import torch
+
+            torch.set_num_threads(threads)
         cache_umap_kernels()  # scores and methods build scanpy neighbour graphs
         seed_everything(seed)
         inputs = task_obj.prepare(adata, seed=seed)
