@@ -16,14 +16,15 @@ scgpt_bench_wnn <- function(cells, rna = NULL, protein = NULL, atac = NULL,
                             k_nn = 20L, seed = 0L) {
   set.seed(seed)
   cells <- as.character(cells)
-  # A placeholder assay: FindMultiModalNeighbors works on the reductions only.
-  placeholder <- Matrix::sparseMatrix(i = 1L, j = 1L, x = 1, dims = c(1L, length(cells)),
-                                      dimnames = list("placeholder", cells))
-  obj <- CreateSeuratObject(counts = as(placeholder, "dgCMatrix"), min.cells = 0,
+  # A Seurat object needs an assay, but FindMultiModalNeighbors reads only the reductions: a
+  # one-feature carrier assay holds the cell names and its values are never used.
+  carrier <- Matrix::sparseMatrix(i = 1L, j = 1L, x = 1, dims = c(1L, length(cells)),
+                                  dimnames = list("cells", cells))
+  obj <- CreateSeuratObject(counts = as(carrier, "dgCMatrix"), min.cells = 0,
                             min.features = 0)
   reductions <- list()
   dims <- list()
-  add <- function(obj, emb, name, key, use) {
+  add <- function(obj, emb, name, key) {
     emb <- as.matrix(emb)
     rownames(emb) <- cells
     colnames(emb) <- paste0(key, seq_len(ncol(emb)))

@@ -84,6 +84,20 @@ CLUSTERINGS: dict[str, str] = {
 }
 """NMI/ARI clustering choices (``integration_scores(clustering=...)``) and what each matches."""
 
+
+def check_clustering(clustering: str, what: str = "clustering") -> str:
+    """``clustering`` if it is one of :data:`CLUSTERINGS`.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` (e.g. the config key), the value and the choices.
+    """
+    if clustering not in CLUSTERINGS:
+        raise ValueError(f"{what} {clustering!r}: expected one of {sorted(CLUSTERINGS)}")
+    return clustering
+
+
 CLUSTER_SEED = 0
 """Seed of Louvain/Leiden: scanpy's ``random_state=0`` that scib leaves at its default. Fixed,
 so that an embedding's score does not depend on the run's seed."""
@@ -403,8 +417,7 @@ def cluster_nmi_ari(
     """
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    if clustering not in CLUSTERINGS:
-        raise ValueError(f"clustering {clustering!r}: expected one of {sorted(CLUSTERINGS)}")
+    check_clustering(clustering)
     if resolutions is None:
         resolutions = LOUVAIN_RESOLUTIONS if clustering == "louvain" else LEIDEN_RESOLUTIONS
     if len(resolutions) == 0:

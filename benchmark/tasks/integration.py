@@ -32,7 +32,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from benchmark.io import write_csv, write_npy
-from benchmark.metrics.integration import CLUSTERINGS, HEADLINE_METRICS, integration_scores
+from benchmark.metrics.integration import (
+    HEADLINE_METRICS,
+    check_clustering,
+    integration_scores,
+)
 from benchmark.tasks.base import Task
 
 N_HVG = 1200
@@ -83,11 +87,7 @@ class IntegrationTask(Task):
     ) -> None:
         if n_hvg < 2:
             raise ValueError(f"integration task: n_hvg must be >= 2; got {n_hvg}")
-        if clustering not in CLUSTERINGS:
-            raise ValueError(
-                f"integration task: metrics.clustering {clustering!r}: expected one of "
-                f"{sorted(CLUSTERINGS)}"
-            )
+        check_clustering(clustering, "integration task: metrics.clustering")
         self.clustering = clustering
         self.n_hvg = n_hvg
         self.n_neighbors = n_neighbors

@@ -60,7 +60,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from benchmark.io import write_csv, write_npy
-from benchmark.metrics.integration import CLUSTERINGS, HEADLINE_METRICS, integration_scores
+from benchmark.metrics.integration import (
+    HEADLINE_METRICS,
+    check_clustering,
+    integration_scores,
+)
 from benchmark.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -142,11 +146,7 @@ class MultiomicsTask(Task):
     ) -> None:
         if n_hvg < 2 or n_hvp < 2:
             raise ValueError(f"multiomics task: n_hvg and n_hvp must be >= 2; got {n_hvg}, {n_hvp}")
-        if clustering not in CLUSTERINGS:
-            raise ValueError(
-                f"multiomics task: metrics.clustering {clustering!r}: expected one of "
-                f"{sorted(CLUSTERINGS)}"
-            )
+        check_clustering(clustering, "multiomics task: metrics.clustering")
         self.n_hvg = n_hvg
         self.n_hvp = n_hvp
         self.n_neighbors = n_neighbors
