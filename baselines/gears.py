@@ -127,8 +127,10 @@ def load_gene2go(path: str | os.PathLike[str]) -> dict[str, set[str]]:
             f"gene2go file {path} does not exist; the paper configuration downloads GEARS' "
             "gene2go_all.pkl (Harvard Dataverse file 6153417) through the dataset registry"
         )
-    with open(path, "rb") as fh:
-        gene2go = pickle.load(fh)
+    from scgpt.safe_pickle import load_pickle
+
+    # A downloaded pickle: only plain dicts, sets and lists are built, nothing is run.
+    gene2go = load_pickle(path)
     if not isinstance(gene2go, Mapping):
         raise ValueError(f"{path}: expected a pickled dict gene -> GO terms, got {type(gene2go)}")
     return {str(g): set(t) for g, t in gene2go.items()}

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from benchmark.download import DownloadError, download, sha256sum
@@ -36,6 +36,12 @@ def fetch_checkpoint(source: Mapping[str, Any], out_dir: str | os.PathLike[str])
     """
     out = Path(out_dir)
     files = list(source.get("files") or REQUIRED_FILES)
+    unsafe = [n for n in files if PurePath(n).name != n or n.startswith(".") or "\\" in n]
+    if unsafe:
+        raise ValueError(
+            f"checkpoint {source.get('name')!r}: file names {unsafe} are not bare file names; "
+            "refused (they would be written outside the checkpoint folder)"
+        )
     missing_required = sorted(set(REQUIRED_FILES) - set(files))
     if missing_required:
         raise ValueError(f"checkpoint {source.get('name')!r}: registry lists no {missing_required}")

@@ -24,6 +24,11 @@ afterwards*: it is written, before ``dest`` appears, to a record file (default
 (``<hex digest>  <file name>``, so ``sha256sum -c`` can check it from ``dest``'s folder).
 Later calls verify ``dest`` (or a new download of it) against that record. An explicit
 ``sha256`` always wins and no record is written.
+
+Because a first download is trusted, it is first checked to *be* what the registry says it
+is (:func:`check_format`): an HTML error page served with ``200``, a gzipped body where a
+table was expected or a text file where an archive was expected is deleted, named in the
+error and never recorded, so the correct file is accepted on the next run.
 """
 
 from __future__ import annotations
@@ -47,7 +52,14 @@ from tqdm import tqdm
 
 from benchmark.io import write_text
 
-__all__ = ["DRIVE_HOSTS", "DownloadError", "download", "google_drive_url", "sha256sum"]
+__all__ = [
+    "DRIVE_HOSTS",
+    "DownloadError",
+    "check_format",
+    "download",
+    "google_drive_url",
+    "sha256sum",
+]
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +169,7 @@ def download(
     sha256: str | None = None,
     size: int | None = None,
     checksum_file: str | os.PathLike[str] | None = None,
+    file_format: str | None = None,
     retries: int = 4,
     backoff: float = 1.0,
     timeout: float = 60.0,
@@ -180,6 +193,10 @@ def download(
         announcing another size fail before transferring anything.
     checksum_file
         Where the recorded digest lives when ``sha256`` is ``None``; default ``<dest>.sha256``.
+    file_format
+        What the file must be (a registry ``format``: ``h5ad``, ``zip``, ``tar.gz``, ``csv``,
+        ...; ``None``: guessed from ``dest``'s suffix). Checked by :func:`check_format`
+        before a first digest is recorded.
     retries
         How many failed attempts in a row are retried (an attempt that added data to the
         ``.part`` resets the count, so a long download over a flaky link keeps going).
@@ -201,8 +218,8 @@ def download(
     ------
     DownloadError
         On a final HTTP status (``404``, ``403``, ...), when retries are exhausted, when
-        Google Drive refuses the file, or when the data does not match ``size`` / ``sha256``
-        / the recorded digest. The message names the URL, the HTTP status, and the expected
+        Google Drive refuses the file, when the data does not match ``size`` / ``sha256``
+        / the recorded digest, or when a file with no known digest is not of ``file_format``. The message names the URL, the HTTP status, and the expected
         and actual values.
     """
     dest = Path(dest)
@@ -217,8 +234,13 @@ def download(
         if record.exists():
             expected = _read_record(record)
 
+    fmt = file_format or _format_from_name(dest.name)
     if dest.exists():
         problem, digest = _verify(dest, size=size, sha256=expected)
+        if problem is None and expected is None:
+            wrong = check_format(dest, fmt)
+            if wrong is not None:
+                problem = _Mismatch("format", fmt or "?", wrong)
         if problem is None:
             if record is not None and not record.exists():
                 # A file placed by hand or by an older run: trust it once and pin it.
@@ -255,6 +277,20 @@ def download(
                 desc=dest.name,
             )
             problem, digest = _verify(part, size=size, sha256=expected)
+            if problem is None and expected is None:
+                # Nothing vouches for these bytes yet: before they are trusted (and their digest
+                # pinned), they must at least be the kind of file the registry names.
+                wrong = check_format(part, fmt)
+                if wrong is not None:
+                    part.unlink()
+                    raise DownloadError(
+                        f"download of {url} to {dest}: expected a {fmt} file but got {wrong}; "
+                        "the data was removed and no checksum was recorded (is the URL right, "
+                        "or did the server answer with an error page?)",
+                        url=url,
+                        expected=fmt,
+                        actual=wrong,
+                    )
             if problem is None:
                 break
             part.unlink()
@@ -609,7 +645,7 @@ def _int_header(value: str | None) -> int | None:
 
 
 class _Mismatch(NamedTuple):
-    """What failed verification: ``what`` ("size" or "sha256"), the expected and actual value."""
+    """What failed verification: ``what`` ("size", "sha256" or "format"), expected and actual."""
 
     what: str
     expected: str | int
@@ -618,6 +654,119 @@ class _Mismatch(NamedTuple):
     def __str__(self) -> str:
         unit = " bytes" if self.what == "size" else ""
         return f"expected {self.what} {self.expected}{unit}, got {self.actual}{unit}"
+
+
+_MAGIC = {
+    "hdf5": b"\x89HDF\r\n\x1a\n",
+    "gzip": b"\x1f\x8b",
+    "zip": b"PK\x03\x04",
+    "empty zip": b"PK\x05\x06",
+}
+#: What each registry format must start with (h5ad may carry a user block of 512 * 2^k bytes).
+_FORMAT_MAGIC = {
+    "h5ad": ("hdf5",),
+    "h5": ("hdf5",),
+    "h5ad.gz": ("gzip",),
+    "tar.gz": ("gzip",),
+    "gz": ("gzip",),
+    "zip": ("zip", "empty zip"),
+    "npz": ("zip", "empty zip"),
+    "pt": ("zip",),
+}
+_TEXT_FORMATS = frozenset({"csv", "tsv", "txt", "json", "gmt"})
+_SUFFIX_FORMATS = {
+    ".h5ad": "h5ad",
+    ".h5": "h5",
+    ".zip": "zip",
+    ".npz": "npz",
+    ".pkl": "pkl",
+    ".pickle": "pkl",
+    ".pt": "pt",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".txt": "txt",
+    ".json": "json",
+    ".gmt": "gmt",
+    ".html": "html",
+    ".htm": "html",
+}
+
+
+def _format_from_name(name: str) -> str | None:
+    lower = name.lower()
+    for compound in ("h5ad.gz", "tar.gz"):
+        if lower.endswith("." + compound):
+            return compound
+    if lower.endswith((".tgz", ".gz")):
+        return "gz"
+    return _SUFFIX_FORMATS.get(Path(lower).suffix)
+
+
+def _describe(head: bytes) -> str:
+    """A few words on what a file that starts with ``head`` is."""
+    for label, magic in _MAGIC.items():
+        if head.startswith(magic):
+            return f"{label} data"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "an HTML page"
+    if text.startswith(b"<?xml"):
+        return "an XML document"
+    if head.startswith(b"\x80") and len(head) > 1 and 2 <= head[1] <= 5:
+        return "a Python pickle"
+    if not head:
+        return "an empty file"
+    if b"\x00" in head:
+        return "binary data"
+    return f"text starting {head[:40]!r}"
+
+
+def check_format(path: str | os.PathLike[str], file_format: str | None) -> str | None:
+    """Say what is wrong when ``path`` is evidently not a ``file_format`` file, else ``None``.
+
+    A cheap check of the first bytes, not a parse: archives and HDF5 by their magic numbers,
+    pickles by their protocol header, text formats by being text (and not an HTML page or
+    compressed data). Unknown formats (``None`` or a name not listed) only refuse HTML pages
+    and empty files.
+
+    Returns
+    -------
+    str or None
+        What the file looks like instead ("an HTML page", "gzip data", ...), or ``None``.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(1024)
+    what = _describe(head)
+    if file_format == "html":
+        return what if what == "an empty file" else None
+    if what in ("an HTML page", "an empty file"):
+        return what
+    if file_format in ("h5ad", "h5"):
+        with open(path, "rb") as fh:
+            # HDF5 looks for its signature at 0, 512, 1024, 2048, ... (a user block).
+            for offset in (0, 512, 1024, 2048, 4096):
+                fh.seek(offset)
+                if fh.read(8) == _MAGIC["hdf5"]:
+                    return None
+        return what
+    if file_format in _FORMAT_MAGIC:
+        ok = any(head.startswith(_MAGIC[m]) for m in _FORMAT_MAGIC[file_format])
+        # Legacy (non-zip) torch files are pickles; they are refused later by weights_only.
+        if file_format == "pt" and what == "a Python pickle":
+            return None
+        return None if ok else what
+    if file_format == "pkl":
+        # Protocols 0-1 are text-like; only refuse what is evidently something else.
+        return what if what.endswith((" data", "document")) and what != "binary data" else None
+    if file_format in _TEXT_FORMATS:
+        if not what.startswith("text"):
+            return what
+        if file_format == "json" and not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(
+            (b"{", b"[")
+        ):
+            return what
+        return None
+    return None
 
 
 def _verify(path: Path, *, size: int | None, sha256: str | None) -> tuple[_Mismatch | None, str]:

@@ -46,7 +46,7 @@ from benchmark.pretrain_eval import (  # noqa: E402
     zero_shot_knn,
 )
 from benchmark.simulate import make_world, simulate_atlas, simulate_celltypes  # noqa: E402
-from scgpt.checkpoint import load_pretrained  # noqa: E402
+from scgpt.checkpoint import load_pretrained, load_weights  # noqa: E402
 from scgpt.model import ModelConfig, TransformerModel  # noqa: E402
 from scgpt.vocab import GeneVocab  # noqa: E402
 
@@ -64,7 +64,7 @@ def _model_folder(run: Path) -> Path:
 
 def _from_step(path: Path) -> tuple[TransformerModel, GeneVocab, int]:
     """Model of a training checkpoint ``step_*.pt`` (model_config, vocab, model weights)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_weights(path)
     vocab = GeneVocab(state["vocab"])
     cfg = ModelConfig.from_args_json(
         state["model_config"], ntoken=vocab.num_embeddings, pad_token_id=vocab.pad_id

@@ -33,6 +33,7 @@ __all__ = [
     "convert_state_dict",
     "load_pretrained",
     "load_state_dict_checked",
+    "load_weights",
     "map_genes",
     "read_args_json",
     "save_pretrained",
@@ -234,7 +235,7 @@ def read_state_dict(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model weights not found: {path}")
-    obj = _torch_load_weights(path, map_location)
+    obj = load_weights(path, map_location)
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict", "model"):
             if key in obj and isinstance(obj[key], Mapping):
@@ -271,12 +272,16 @@ def check_weights_file(path: str | os.PathLike[str]) -> int:
     return size
 
 
-def _torch_load_weights(path: Path, map_location: str | torch.device) -> Any:
+def load_weights(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
     """``torch.load`` with ``weights_only=True``; a file that is not a weights file is named.
+
+    The one way this package reads a ``.pt`` file (released checkpoints, fine-tuned models,
+    pre-training step files): tensors and plain Python values only, never executed.
 
     torch's own messages suggest ``weights_only=False`` (which would run arbitrary code from
     the file) or are bare ``EOFError`` / zip errors; this says what the file looks like instead.
     """
+    path = Path(path)
     size = check_weights_file(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

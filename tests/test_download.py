@@ -12,7 +12,8 @@ import pytest
 from benchmark.download import DownloadError, download, google_drive_url
 from tests.conftest import FakeServer, Route
 
-PAYLOAD = random.Random(0).randbytes(10_000)
+# Starts like a zip (as .pt and .zip downloads do), so first-download format checks pass.
+PAYLOAD = b"PK\x03\x04" + random.Random(0).randbytes(9_996)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 

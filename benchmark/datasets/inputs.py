@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import gzip
 import logging
-import shutil
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 import anndata as ad
 
+from benchmark.datasets.archives import ArchiveError, copy_bounded, expansion_limit
 from benchmark.datasets.errors import DatasetError
 from benchmark.datasets.schema import DatasetEntry, InputSpec
 from benchmark.io import atomic_path
@@ -97,8 +98,12 @@ def _decompress_if_gz(path: Path, raw_dir: Path) -> Path:
     if not target.exists():
         log.info("decompressing %s", path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with gzip.open(path, "rb") as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, length=1 << 24)
+        limit = expansion_limit(path.stat().st_size)
+        try:
+            with gzip.open(path, "rb") as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
+                copy_bounded(src, dst, limit=limit, archive=path, what="its gzip stream")
+        except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+            raise ArchiveError(f"{path}: not a complete gzip file ({err})") from err
     return target
 
 
@@ -138,13 +143,31 @@ def _extract_member(name: str, archive_path: Path, member: str, target: Path) ->
             )
         log.info("%s: extracting %s from %s", name, " -> ".join(chain), archive_path.name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _copy_chain(archive, chain, target)
+        limit = expansion_limit(archive_path.stat().st_size)
+        _copy_chain(archive, chain, target, archive_path=archive_path, limit=limit)
 
 
-def _copy_chain(archive: zipfile.ZipFile, chain: tuple[str, ...], target: Path) -> None:
+def _copy_chain(
+    archive: zipfile.ZipFile,
+    chain: tuple[str, ...],
+    target: Path,
+    *,
+    archive_path: Path,
+    limit: int,
+) -> None:
+    # Every level is bounded by the outer file's limit: the sizes a zip declares are checked
+    # first (a bomb is refused before it is read), the bytes produced while copying too.
+    info = archive.getinfo(chain[0])
+    what = f"member {' -> '.join(chain)!r}"
+    if info.file_size > limit:
+        raise ArchiveError(
+            f"{archive_path}: {what} declares {info.file_size:,} bytes, more than the "
+            f"{limit:,} allowed from a {archive_path.stat().st_size:,}-byte archive; refused as "
+            "a decompression bomb"
+        )
     if len(chain) == 1:
-        with archive.open(chain[0]) as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, length=1 << 24)
+        with archive.open(info) as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
+            copy_bounded(src, dst, limit=limit, archive=archive_path, what=what)
         return
-    with archive.open(chain[0]) as fh, zipfile.ZipFile(fh) as nested:
-        _copy_chain(nested, chain[1:], target)
+    with archive.open(info) as fh, zipfile.ZipFile(fh) as nested:
+        _copy_chain(nested, chain[1:], target, archive_path=archive_path, limit=limit)

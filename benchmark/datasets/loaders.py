@@ -13,7 +13,8 @@ gene harmonisation and validation to :func:`benchmark.datasets.standardise.stand
     split with GEARS' own code (same GO filter and seed as ``PertData.prepare_split``) or reads
     a ``split`` input (a pickled ``{"train": [...], "val": [...], "test": [...]}``).
 ``scvi_pbmc``
-    scvi-tools' ``pbmc_dataset`` built offline from its downloaded files.
+    scvi-tools' ``pbmc_dataset`` assembled from its downloaded files (tarballs extracted and
+    the metadata pickle read by this package's safe readers, never by scvi-tools).
 ``paired_h5ad``
     One h5ad per modality (inputs named ``rna``, ``protein``, ``atac``), same cells.
 ``scmomat``
@@ -23,9 +24,8 @@ gene harmonisation and validation to :func:`benchmark.datasets.standardise.stand
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import anndata as ad
@@ -34,6 +34,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from benchmark.conditions import normalise_condition
+from benchmark.datasets.archives import extract_tar
 from benchmark.datasets.errors import DatasetError
 from benchmark.datasets.fields import MODALITIES
 from benchmark.datasets.inputs import (
@@ -47,6 +48,7 @@ from benchmark.datasets.schema import DatasetEntry
 from benchmark.datasets.source_keys import assign_modalities, map_obs, select_counts
 from benchmark.datasets.splits import gears_split, split_from_obs, split_from_sets
 from benchmark.datasets.standard import prefix_proteins
+from scgpt.safe_pickle import load_pickle
 
 __all__ = ["LOADERS"]
 
@@ -144,20 +146,95 @@ def _concat_parts(
 def _load_scvi_pbmc(
     name: str, entry: DatasetEntry, raw_dir: Path, record: dict[str, Any]
 ) -> ad.AnnData:
+    """scvi-tools' ``pbmc_dataset`` (PBMC 4k + 8k), assembled here from its downloaded files.
+
+    The same cells, genes, batches and labels as ``scvi.data.pbmc_dataset``, without letting
+    scvi-tools extract the 10x tarballs unchecked or ``pd.read_pickle`` the metadata (either
+    could write outside ``data/`` or run code from a hostile download): the tarballs go
+    through :func:`benchmark.datasets.archives.extract_tar`, the pickle through an
+    allow-list unpickler that builds numpy and pandas data only.
+    """
     missing = [f.name for f in entry.files if not (raw_dir / f.name).exists()]
     if missing:
         raise DatasetError(
             f"{name}: files missing in {raw_dir}: {missing} (present: {listing(raw_dir)})"
         )
-    import scvi  # heavy; only this loader needs it
-
-    # With every file already in save_path, scvi-tools downloads nothing.
-    adata = scvi.data.pbmc_dataset(save_path=str(raw_dir), remove_extracted_data=False)
+    tarballs = {
+        PurePosixPath(f.name).parts[0]: raw_dir / f.name
+        for f in entry.files
+        if f.format == "tar.gz"
+    }
+    if set(tarballs) != {"pbmc8k", "pbmc4k"}:
+        raise DatasetError(
+            f"{name}: format scvi_pbmc expects the tar.gz files pbmc8k/... and pbmc4k/...; the "
+            f"registry lists {sorted(tarballs)}"
+        )
+    metadata_path = raw_dir / "pbmc_metadata.pickle"
+    metadata = load_pickle(metadata_path, pandas=True)
+    if not isinstance(metadata, dict) or not {"barcodes", "clusters", "list_clusters"} <= set(
+        metadata
+    ):
+        raise DatasetError(
+            f"{name}: {metadata_path} should be a dict with 'barcodes', 'clusters' and "
+            f"'list_clusters'; got {type(metadata).__name__}"
+            + (f" with keys {sorted(metadata)}" if isinstance(metadata, dict) else "")
+        )
+    gene_info = pd.read_csv(raw_dir / "gene_info_pbmc.csv")
+    if "ENSG" not in gene_info.columns:
+        raise DatasetError(
+            f"{name}: gene_info_pbmc.csv has no 'ENSG' column; columns: {list(gene_info.columns)}"
+        )
+    # scvi-tools' order: pbmc8k is batch 0, pbmc4k batch 1.
+    parts = [
+        _read_10x_tarball(name, tarballs[key], raw_dir / ".extracted" / key)
+        for key in ("pbmc8k", "pbmc4k")
+    ]
+    barcodes = np.concatenate([part.obs_names.to_numpy() for part in parts])
+    adata = ad.concat(parts, join="inner", merge="same", label="batch", keys=["0", "1"])
+    adata.obs_names = barcodes.astype(str)
+    # As scvi-tools: a barcode in both batches maps to its last occurrence.
+    position = {barcode: i for i, barcode in enumerate(barcodes.astype(str))}
+    metadata_barcodes = np.asarray(metadata["barcodes"].index.to_numpy()).ravel().astype(str)
+    # Cells the metadata lists that 10x's filtered matrices no longer hold (barcodes ending
+    # in -11: 49 cells) are skipped; their labels are skipped with them.
+    found = [position[b] for b in metadata_barcodes if b in position]
+    labelled = np.asarray([not b.endswith("11") for b in metadata_barcodes], dtype=bool)
+    adata = adata[np.asarray(found, dtype=np.int64)].copy()
+    clusters = np.asarray(metadata["clusters"]).ravel()[labelled]
+    if len(clusters) != adata.n_obs:
+        raise DatasetError(
+            f"{name}: {metadata_path} labels {len(clusters)} cells but {adata.n_obs} of its "
+            "barcodes are in the 10x matrices; the metadata and the tarballs do not match"
+        )
+    cell_types = np.asarray(metadata["list_clusters"]).ravel().astype(str)
+    genes = [g for g in gene_info["ENSG"].astype(str) if g in set(adata.var_names)]
+    adata = adata[:, genes].copy()
+    adata.obs["batch"] = adata.obs["batch"].astype(np.int64)
+    adata.obs["labels"] = clusters.astype(np.int64)
+    adata.obs["str_labels"] = cell_types[clusters.astype(np.int64)]
+    record["built_as"] = "scvi-tools pbmc_dataset (assembled by the benchmark)"
     adata, counts_desc, x_kind = select_counts(name, adata, entry, raw_dir)
     record["x"], record["counts_from"] = x_kind, counts_desc
     adata.obs = map_obs(
-        name, adata.obs, entry, role="data", where="scvi pbmc_dataset", record=record
+        name, adata.obs, entry, role="data", where=metadata_path.name, record=record
     )
+    return adata
+
+
+def _read_10x_tarball(name: str, tarball: Path, folder: Path) -> ad.AnnData:
+    """A 10x ``filtered_gene_bc_matrices`` tarball, safely extracted, read as scvi-tools does."""
+    import scanpy as sc
+
+    extract_tar(tarball, folder)
+    matrices = sorted(
+        p.parent for p in folder.rglob("*") if p.name in ("matrix.mtx", "matrix.mtx.gz")
+    )
+    if not matrices:
+        raise DatasetError(f"{name}: {tarball} holds no matrix.mtx (files: {listing(folder)})")
+    adata = sc.read_10x_mtx(matrices[0], var_names="gene_ids")
+    adata.var_names_make_unique()
+    sc.pp.filter_cells(adata, min_counts=1)
+    sc.pp.filter_genes(adata, min_counts=1)
     return adata
 
 
@@ -286,8 +363,7 @@ def _load_gears(
     split = None
     if "split" in entry.inputs:
         split_path = resolve_input(name, entry, entry.inputs["split"], raw_dir)
-        with open(split_path, "rb") as fh:
-            set2conditions = pickle.load(fh)
+        set2conditions = load_pickle(split_path)
         split = split_from_sets(conditions, set2conditions)
         record["split"] = {"by": "file", "file": input_label(entry.inputs["split"])}
     elif entry.split.by == "gears":
@@ -328,8 +404,8 @@ def _load_gears(
 def _load_pickle_input(name: str, entry: DatasetEntry, role: str, raw_dir: Path) -> Any:
     if role not in entry.inputs:
         return None
-    with open(resolve_input(name, entry, entry.inputs[role], raw_dir), "rb") as fh:
-        return pickle.load(fh)
+    # GEARS' gene2go / gene-list pickles hold plain dicts, sets and lists: nothing else is built.
+    return load_pickle(resolve_input(name, entry, entry.inputs[role], raw_dir))
 
 
 LOADERS: dict[str, Callable[[str, DatasetEntry, Path, dict[str, Any]], ad.AnnData]] = {

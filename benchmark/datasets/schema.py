@@ -467,6 +467,20 @@ class CheckpointEntry(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> CheckpointEntry:
+        if not _NAME_RE.match(self.name):
+            raise FieldError(("name",), "checkpoint names use letters, digits, '_' and '-' only")
+        for file_name in self.files:
+            # Each becomes <staging>/<file> and data/checkpoints/<name>/<file>: a bare name only,
+            # or a registry entry could write anywhere on the disk.
+            if (
+                not file_name
+                or file_name.startswith(".")
+                or any(sep in file_name for sep in ("/", "\\", "\0"))
+            ):
+                raise FieldError(
+                    ("files",),
+                    f"{file_name!r}: expected a bare file name (no '/', '\\', '..' or leading '.')",
+                )
         given = [k for k in ("drive_folder_id", "url", "path") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of drive_folder_id, url or path (got {given})")

@@ -27,7 +27,7 @@ from scgpt._utils import (
     torch_save_atomic,
     write_json_atomic,
 )
-from scgpt.checkpoint import load_pretrained, save_pretrained
+from scgpt.checkpoint import load_pretrained, load_weights, save_pretrained
 from scgpt.corpus import ShardedCorpus, corpus_genes, list_shards, prefetch
 from scgpt.model import ModelConfig, TransformerModel
 from scgpt.pretrain.config import PretrainConfig
@@ -59,9 +59,12 @@ def _init_distributed() -> _Dist:
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
+    # Plain types and tensors only: step files are read back with weights_only=True, which
+    # refuses numpy arrays (and anything else that could carry code).
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 - exact resume
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002 - global state saved for exact resume
+        "numpy": (str(kind), torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
         "torch": torch.get_rng_state(),
     }
     if device.type == "cuda":
@@ -71,7 +74,9 @@ def _rng_state(device: torch.device) -> dict[str, Any]:
 
 def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    keys = np.asarray(keys.numpy() if isinstance(keys, torch.Tensor) else keys, dtype=np.uint32)
+    np.random.set_state((kind, keys, pos, has_gauss, cached))  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
@@ -289,7 +294,9 @@ def _train_one(cfg: PretrainConfig, fraction: float, out_dir: Path, dist_info: _
         existing = []
     if existing:
         check_resumable(cfg, out_dir, fraction)
-        state = torch.load(existing[-1], map_location="cpu", weights_only=False)
+        # A step file is read like any weights file: tensors and plain values only, never
+        # executed (a planted or corrupt file is refused, naming it).
+        state = load_weights(existing[-1], map_location="cpu")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

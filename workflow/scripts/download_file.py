@@ -11,4 +11,5 @@ with job_logging(snakemake.log[0]):
         snakemake.output[0],
         sha256=source.get("sha256"),
         size=source.get("size"),
+        file_format=source.get("format"),
     )
