@@ -254,9 +254,7 @@ def _tenx_tarball(path: Path, barcodes: list[str], genes: list[str], seed: int) 
     files["genes.tsv"] = "".join(f"{g}\tSYM{g[-3:]}\n" for g in genes).encode()
     files["barcodes.tsv"] = "".join(f"{b}\n" for b in barcodes).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _tar(
-        path, [_file(f"filtered_gene_bc_matrices/GRCh38/{n}", d) for n, d in files.items()]
-    )
+    return _tar(path, [_file(f"filtered_gene_bc_matrices/GRCh38/{n}", d) for n, d in files.items()])
 
 
 def _pbmc_entry():
@@ -324,7 +322,9 @@ def test_pbmc_dataset_with_a_hostile_pickle_or_tarball_runs_and_writes_nothing(t
     assert not marker.exists()
 
     (raw / "pbmc_metadata.pickle").write_bytes(
-        pickle.dumps({"barcodes": pd.DataFrame(index=["A-1"]), "clusters": [0], "list_clusters": ["T"]})
+        pickle.dumps(
+            {"barcodes": pd.DataFrame(index=["A-1"]), "clusters": [0], "list_clusters": ["T"]}
+        )
     )
     _tar(
         raw / "pbmc8k/filtered_gene_bc_matrices.tar.gz",
