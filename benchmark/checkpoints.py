@@ -128,6 +128,15 @@ def _fetch_drive_folder(folder_id: str, dest: Path) -> None:
     import gdown
 
     paths = gdown.download_folder(id=folder_id, output=str(dest), quiet=False, resume=True)
+    root = dest.resolve()
+    escaped = [p for p in paths or [] if not Path(p).resolve().is_relative_to(root)]
+    if escaped:
+        # Drive names the files; a name with '..' must not leave the staging folder unnoticed.
+        raise DownloadError(
+            f"Google Drive folder {folder_id}: files were written outside {dest}: {escaped}; "
+            "refused (delete them: the folder's file names are hostile)",
+            url=f"https://drive.google.com/drive/folders/{folder_id}",
+        )
     if not paths:
         raise DownloadError(
             f"Google Drive folder {folder_id}: nothing downloaded (folder private, quota "
