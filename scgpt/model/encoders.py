@@ -11,6 +11,8 @@ import itertools
 import torch
 from torch import nn
 
+from scgpt.model.dropout import FastDropout
+
 
 class GeneEncoder(nn.Module):
     """Gene token embedding followed by LayerNorm (``embedding``, ``enc_norm``).
@@ -79,7 +81,7 @@ class ContinuousValueEncoder(nn.Module):
         special_values: tuple[float, ...] = (),
     ) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(p=dropout)
+        self.dropout = FastDropout(p=dropout)
         self.linear1 = nn.Linear(1, d_model)
         self.activation = nn.ReLU()
         self.linear2 = nn.Linear(d_model, d_model)

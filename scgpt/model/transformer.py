@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scgpt.model.dropout import FastDropout, attention_with_dropout
+
 
 def merge_attention_masks(
     key_padding_mask: torch.Tensor | None, attn_mask: torch.Tensor | None
@@ -97,9 +99,13 @@ class SelfAttention(nn.Module):
         q, k, v = self._qkv(x)
         if attn_mask is not None and attn_mask.dtype != torch.bool:
             attn_mask = attn_mask.to(q.dtype)
-        ctx = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        if self.training and self.dropout > 0.0 and q.device.type == "cpu":
+            # SDPA's CPU kernels cannot drop out: its math path was 30-50% of a training step.
+            ctx = attention_with_dropout(q, k, v, attn_mask, self.dropout)
+        else:
+            ctx = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+            )
         ctx = ctx.transpose(1, 2).reshape(B, L, self.d_model)
         if raw_from is None:
             return self.out_proj(ctx)
@@ -159,12 +165,12 @@ class TransformerEncoderLayer(nn.Module):
         super().__init__()
         self.self_attn = SelfAttention(d_model, nhead, dropout)
         self.linear1 = nn.Linear(d_model, d_hid)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.linear2 = nn.Linear(d_hid, d_model)
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout1 = FastDropout(dropout)
+        self.dropout2 = FastDropout(dropout)
         self.norm_scheme = norm_scheme
 
     def _ff(self, x: torch.Tensor) -> torch.Tensor:
