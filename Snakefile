@@ -10,6 +10,10 @@ min_version("9.0")
 # none is given (Snakemake would otherwise deep-merge the given file onto the demo's).
 # Defaults of absent keys come from config/schema.yaml and the methods' signatures.
 if not workflow.overwrite_configfiles:
+    # Snakemake's own YAML error names neither the file nor the line; this one does.
+    from benchmark.yamlfile import load_yaml
+
+    load_yaml("config/config.yaml")
 
     configfile: "config/config.yaml"
 

@@ -8,12 +8,16 @@ dependency only fails the method that needs it.
 
 from __future__ import annotations
 
+import collections.abc
 import importlib
 import inspect
 import os
 import pkgutil
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 TASKS: tuple[str, ...] = (
@@ -70,16 +74,160 @@ class MethodSpec:
         }
 
     def check_params(self, params: dict[str, Any]) -> None:
-        """Raise ``TypeError`` naming any parameter the function does not accept."""
+        """Check parameter names, then each value against the function's type annotation.
+
+        Raises
+        ------
+        TypeError
+            Naming any parameter the function does not accept.
+        ParameterTypeError
+            For a value that does not match its annotation (e.g. the string ``"false"`` for
+            a ``bool``), naming the parameter, the value and the expected type.
+        """
         sig = inspect.signature(self.func)
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
-            return
-        unknown = sorted(set(params) - set(self.parameters()))
-        if unknown:
-            raise TypeError(
-                f"method {self.name!r} ({self.task}) has no parameter(s) {unknown}; "
-                f"it accepts {sorted(self.parameters())}"
-            )
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+            unknown = sorted(set(params) - set(self.parameters()))
+            if unknown:
+                raise TypeError(
+                    f"method {self.name!r} ({self.task}) has no parameter(s) {unknown}; "
+                    f"it accepts {sorted(self.parameters())}"
+                )
+        for name, value in params.items():
+            parameter = sig.parameters.get(name)
+            if parameter is None:
+                continue  # taken by **kwargs: nothing to check against
+            annotation = _resolve_annotation(self.func, parameter.annotation)
+            if annotation is not None and not value_matches(value, annotation):
+                raise ParameterTypeError(self, name, value, annotation)
+
+
+class ParameterTypeError(TypeError):
+    """A method parameter's value does not match the type its function declares.
+
+    Attributes
+    ----------
+    parameter
+        The parameter's name.
+    value
+        The value given.
+    expected
+        The annotation, in words (e.g. ``"int | None"``).
+    hint
+        How to write the value, when it is a string that reads as a number or a boolean
+        (else ``""``).
+    """
+
+    def __init__(self, spec: MethodSpec, parameter: str, value: Any, annotation: Any) -> None:
+        self.parameter = parameter
+        self.value = value
+        self.expected = describe_type(annotation)
+        hint = ""
+        if isinstance(value, str) and _is_number_text(value):
+            # YAML 1.1 reads 1e-4 (no dot) as a string; a quoted number is a string too.
+            hint = " (a string: write numbers unquoted, exponents with a dot, e.g. 1.0e-4)"
+        elif isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            hint = " (a string: write true or false unquoted)"
+        self.hint = hint
+        super().__init__(
+            f"method {spec.name!r} ({spec.task}) parameter {parameter}: {value!r} is "
+            f"{type(value).__name__}, expected {self.expected}{hint}"
+        )
+
+
+def _is_number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _resolve_annotation(func: Callable[..., Any], annotation: Any) -> Any:
+    """The annotation as a type, or ``None`` when there is none or it cannot be evaluated.
+
+    Modules use ``from __future__ import annotations``, so annotations are strings; each one
+    is evaluated on its own in the function's module, so that one name imported only for
+    type checking (``ad.AnnData``) does not stop the others from being checked.
+    """
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, str):
+        try:
+            # What typing.get_type_hints does, one annotation at a time: the text is the
+            # registered function's own source, never a config value.
+            return eval(annotation, getattr(func, "__globals__", {}))
+        except Exception:  # a name imported only for type checking: leave it unchecked
+            return None
+    return annotation
+
+
+def value_matches(value: Any, annotation: Any) -> bool:
+    """Whether a config value (YAML: None, bool, int, float, str, list, dict) fits ``annotation``.
+
+    Strict where a YAML value would silently change meaning: ``bool`` takes only true/false
+    (the string ``"false"`` is truthy), ``int`` takes no bool and no float, ``float`` takes
+    an int (YAML writes ``1`` for ``1.0``), ``str`` takes no number. ``X | None``,
+    ``Literal[...]``, ``list[X]``, ``tuple[...]``, ``dict[K, V]`` and ``Path`` (a string)
+    are checked; an annotation this function does not know (``Any``, a callable, a class)
+    accepts any value of that class, or anything when it is not a class.
+    """
+    if annotation is Any or annotation is object:
+        return True
+    if annotation is None or annotation is type(None):
+        return value is None
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(value_matches(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return any(value == arg and type(value) is type(arg) for arg in args)
+    if origin in (list, collections.abc.Sequence, collections.abc.Iterable, set, frozenset):
+        return isinstance(value, list) and all(value_matches(v, args[0]) for v in value if args)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(value_matches(v, args[0]) for v in value)
+        return not args or (
+            len(value) == len(args)
+            and all(value_matches(v, a) for v, a in zip(value, args, strict=True))
+        )
+    if origin in (dict, collections.abc.Mapping):
+        if not isinstance(value, dict):
+            return False
+        key_type, value_type = args if len(args) == 2 else (Any, Any)
+        return all(
+            value_matches(k, key_type) and value_matches(v, value_type) for k, v in value.items()
+        )
+    if origin is not None:
+        return True  # another generic (Callable[...], ...): not a config value to check
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if isinstance(annotation, type):
+        if issubclass(annotation, PurePath) or annotation is os.PathLike:
+            return isinstance(value, str | PurePath)
+        return isinstance(value, annotation)
+    return True
+
+
+def describe_type(annotation: Any) -> str:
+    """An annotation in the words a config author reads (``int | None``, ``one of [...]``)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return f"one of {list(typing.get_args(annotation))}"
+    if origin is typing.Union or origin is types.UnionType:
+        return " | ".join(describe_type(arg) for arg in typing.get_args(annotation))
+    if annotation is None or annotation is type(None):
+        return "null"
+    if isinstance(annotation, type) and origin is None:
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
 
 
 _REGISTRY: dict[tuple[str, str], MethodSpec] = {}

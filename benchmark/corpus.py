@@ -10,6 +10,7 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
+from benchmark.failed_datasets import check_standard_file
 from benchmark.io import write_h5ad
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def build_pretraining_corpus(
     """
     parts = []
     for path in dataset_paths:
+        check_standard_file(path)  # a failed dataset cannot enter a corpus
         adata = ad.read_h5ad(path)
         name = os.path.splitext(os.path.basename(path))[0]
         keep = np.ones(adata.n_obs, dtype=bool)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,21 +16,91 @@ from typing import Any
 import numpy as np
 
 
+class DiskFullError(OSError):
+    """No space left on the device (or the quota) while writing a file.
+
+    The message names the file being written and the free space left in its folder, which
+    the underlying error (numpy's ``600000 requested and 310240 written``, h5py's ``file write
+    failed``) does not.
+    """
+
+
+# The ways a full disk shows up when the writer does not raise OSError(ENOSPC) itself: numpy's
+# short write (``ndarray.tofile`` inside ``np.save``) and HDF5's message (h5py, anndata).
+_DISK_FULL_TEXT = re.compile(
+    r"\d+ requested and \d+ written|No space left on device|Disk quota exceeded|errno = 28\b"
+    r"|errno = 122\b",
+    re.IGNORECASE,
+)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or an exception it was raised from) reports a full disk or quota."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if _DISK_FULL_TEXT.search(str(current)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def free_space(folder: str | os.PathLike[str]) -> str:
+    """Free space of the file system holding ``folder``, in words (``"unknown"`` if unreadable)."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown"
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if free >= size:
+            return f"{free / size:.1f} {unit}"
+    return f"{free} bytes"
+
+
+def disk_full_error(path: str | os.PathLike[str], err: BaseException) -> DiskFullError:
+    """A :class:`DiskFullError` naming ``path``, its folder's free space and the original error."""
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    detail = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+    return DiskFullError(
+        errno.ENOSPC,
+        f"no space left on device (or disk quota exceeded) while writing {path} "
+        f"({free_space(folder)} free in "
+        f"{folder}); free space or point results_dir/data_dir at a larger disk, then run "
+        f"again ({detail})",
+    )
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
     The temporary file keeps the target's suffix so that writers choosing a format by
-    extension (AnnData, numpy, pandas) behave as for the final name.
+    extension (AnnData, numpy, pandas) behave as for the final name. Whatever goes wrong, the
+    temporary file is removed (nothing partial is left); a full disk is raised as
+    :class:`DiskFullError` naming ``path``.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix
+        )
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full_error(target, err) from err
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except Exception as err:
+        if is_disk_full(err) and not isinstance(err, DiskFullError):
+            raise disk_full_error(target, err) from err
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -63,15 +136,17 @@ def _nan_to_none(obj: Any) -> Any:
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file, naming the file in the error if it is not valid JSON."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text, so not JSON ({err})") from None
 
 
 def write_text(text: str, path: str | os.PathLike[str]) -> None:
     """Write ``text`` atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_npy(array: np.ndarray, path: str | os.PathLike[str]) -> None:

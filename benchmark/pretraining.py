@@ -37,7 +37,7 @@ def pretrain_config(
     """
     import pydantic
 
-    from scgpt.pretrain.config import PretrainConfig
+    from scgpt.pretrain.config import OptionRangeError, PretrainConfig
 
     settings = dict(settings or {})
     where = "config model.pretrain.settings"
@@ -54,6 +54,10 @@ def pretrain_config(
         )
     hints = typing.get_type_hints(PretrainConfig)
     for key, value in settings.items():
+        if isinstance(value, bool) and bool not in (hints[key], *typing.get_args(hints[key])):
+            # pydantic's lax mode reads true as 1: a bool for a number is a slip, not a value.
+            expected = getattr(hints[key], "__name__", str(hints[key]))
+            raise ValueError(f"{where}.{key}: {value!r} is a boolean, expected {expected}")
         try:
             settings[key] = pydantic.TypeAdapter(hints[key]).validate_python(value)
         except pydantic.ValidationError as err:
@@ -64,6 +68,8 @@ def pretrain_config(
         return PretrainConfig.from_dict(
             {**settings, "data": str(corpus), "output_dir": str(work_dir)}
         )
+    except OptionRangeError as err:
+        raise ValueError(f"{where}.{err.option}: {err.detail}") from None
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: {err}") from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.metadata
 import json
 import logging
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from baselines.registry import get_method
-from benchmark.io import write_json
+from benchmark.failed_datasets import FailedDatasetError, check_standard_file
+from benchmark.io import DiskFullError, disk_full_error, free_space, is_disk_full, write_json
 from benchmark.numba_cache import cache_umap_kernels
 from benchmark.tasks import get_task
 
@@ -140,14 +142,20 @@ def run_method(
     checkpoint: str | os.PathLike[str] | None = None,
     threads: int | None = None,
     metric_options: dict[str, Any] | None = None,
+    resources: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``method`` on ``dataset`` for ``task`` and write output, ``run.json`` and ``scores.json``.
 
     ``threads`` caps torch's intra-op threads (the job's share of the machine);
-    ``metric_options`` are the config's ``tasks.<task>.metrics`` (scoring choices).
+    ``metric_options`` are the config's ``tasks.<task>.metrics`` (scoring choices);
+    ``resources`` (the job's ``mem_mb``, ``runtime``, ...) are recorded in ``run.json``: the
+    workflow redoes a failed run when they change.
 
     Any exception from the method, its output or its scoring is caught and recorded as
     ``status: failed`` with the error, so that one failing method never stops the others.
+    A dataset whose standardisation failed is such an error. A full disk is not: it is raised
+    as :class:`~benchmark.io.DiskFullError` naming the file, nothing is recorded, and the
+    next run redoes the job.
 
     Returns
     -------
@@ -166,6 +174,8 @@ def run_method(
         "status": "failed",
         "error": None,
     }
+    if resources is not None:
+        record["resources"] = dict(resources)
     scores: dict[str, Any] = {}
     start = time.perf_counter()
     warnings_seen = _WarningCollector()
@@ -178,6 +188,7 @@ def run_method(
         task_obj = get_task(task).with_metric_options(metric_options)
         import anndata as ad
 
+        check_standard_file(dataset_path, dataset)  # a recorded standardisation failure
         adata = ad.read_h5ad(dataset_path)
         missing = [k for k in task_obj.required_obs if k not in adata.obs]
         if missing:
@@ -209,8 +220,19 @@ def run_method(
         record["method_seconds"] = round(time.perf_counter() - method_start, 3)
         record["outputs"] = [str(p) for p in task_obj.save(output, inputs, outdir)]
         scores = task_obj.score(output, inputs, seed=seed)
+        if scores.get("undefined"):
+            # Scores the data leave undefined (NaN, e.g. bio-conservation of one cell type),
+            # each with its reason: the table shows them beside the row's status.
+            record["undefined"] = scores["undefined"]
+            log.info("scores undefined for these data (NaN): %s", scores["undefined"])
         record["status"] = "ok"
     except Exception as err:
+        if isinstance(err, DiskFullError):
+            raise
+        # A method's own write (not through benchmark.io); a recorded standardisation
+        # failure only quotes its error.
+        if is_disk_full(err) and not isinstance(err, FailedDatasetError):
+            raise disk_full_error(getattr(err, "filename", None) or outdir, err) from err
         record["error"] = f"{type(err).__name__}: {err}"
         record["traceback"] = traceback.format_exc(limit=-8)
         log.error("%s/%s/%s seed %d failed: %s", task, dataset, method, seed, record["error"])
@@ -229,6 +251,9 @@ def run_method(
 
 RUN_FILES = ("run.json", "scores.json")
 
+# The child's exit status when it could not write its results for lack of disk space.
+EXIT_DISK_FULL = errno.ENOSPC
+
 
 def run_method_isolated(
     task: str,
@@ -242,6 +267,7 @@ def run_method_isolated(
     checkpoint: str | os.PathLike[str] | None = None,
     threads: int | None = None,
     metric_options: dict[str, Any] | None = None,
+    resources: dict[str, Any] | None = None,
     log_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """:func:`run_method` in a child process, so that even a killed method becomes a failed row.
@@ -253,7 +279,8 @@ def run_method_isolated(
     writing them. ``SIGTERM`` sent to the parent (SLURM at its time limit, ``scancel``) is
     passed on to the child and recorded the same way. ``SIGINT`` (Ctrl-C) is an interruption,
     not a result: the child is stopped, nothing is written and the job fails, so the next
-    run redoes it.
+    run redoes it. So is a full disk: :class:`~benchmark.io.DiskFullError` is raised, naming
+    the run's folder and its free space (the child's log names the file).
 
     Parameters
     ----------
@@ -279,6 +306,7 @@ def run_method_isolated(
         "checkpoint": None if checkpoint is None else str(checkpoint),
         "threads": threads,
         "metric_options": metric_options or {},
+        "resources": resources,
     }
     command = [sys.executable, "-m", "benchmark.runner", json.dumps(spec)]
     log_file = open(log_path, "a", buffering=1) if log_path is not None else None
@@ -305,6 +333,16 @@ def run_method_isolated(
             log_file.close()
     if signal.SIGINT in received:
         raise KeyboardInterrupt(f"{task}/{dataset}/{method} seed {seed} interrupted")
+    if returncode == EXIT_DISK_FULL:
+        for name in RUN_FILES:  # whatever the child managed to write is no result
+            (outdir / name).unlink(missing_ok=True)
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"no space left on device: {task}/{dataset}/{method} seed {seed} could not write "
+            f"its results in {outdir} ({free_space(outdir)} free now; "
+            f"{'the file is named in ' + str(log_path) if log_path else 'see the error above'})"
+            "; nothing was recorded: free space, then run again",
+        )
     if returncode == 0 and (outdir / "run.json").is_file():
         return json.loads((outdir / "run.json").read_text())
     reason = describe_exit(returncode, received)
@@ -315,6 +353,7 @@ def run_method_isolated(
         "method": method,
         "seed": seed,
         "params": params or {},
+        **({"resources": dict(resources)} if resources is not None else {}),
         "status": "failed",
         "error": f"{reason} (peak memory {peak:.0f} MiB)",
         "exit": {"returncode": returncode, "signals_received": received},
@@ -332,18 +371,25 @@ def run_method_isolated(
 
 
 def describe_exit(returncode: int, received: list[int]) -> str:
-    """Why a method's process ended without a result, in words a user can act on."""
+    """Why a method's process ended without a result, in words a user can act on.
+
+    The advice to raise a resource holds because the workflow redoes a failed run when its
+    method's ``mem_mb``, ``runtime`` or ``gpu`` change
+    (:meth:`benchmark.workflow.WorkflowPlan.retry_resources`).
+    """
     if signal.SIGTERM in received:
         return (
             "terminated by SIGTERM sent to the job (a scheduler's time limit or a cancel); "
-            "raise the method's `runtime` under resources: in the config"
+            "raise the method's `runtime` under resources: in the config (the next run "
+            "redoes this run)"
         )
     if returncode < 0:
         name = signal.Signals(-returncode).name
         if -returncode == signal.SIGKILL:
             return (
                 f"killed by {name} (signal {-returncode}): most often the out-of-memory killer "
-                "or a scheduler's memory limit; raise the method's `mem_mb` under resources:"
+                "or a scheduler's memory limit; raise the method's `mem_mb` under resources: "
+                "in the config (the next run redoes this run)"
             )
         return f"killed by {name} (signal {-returncode})"
     return f"the method's process exited with code {returncode} without writing run.json"
@@ -360,8 +406,14 @@ def _main(argv: list[str] | None = None) -> None:
         level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s"
     )
     positional = [job.pop(k) for k in ("task", "method", "dataset", "dataset_path", "outdir")]
-    with threadpool_limits(job["threads"]):
-        run_method(*positional, **job)
+    try:
+        with threadpool_limits(job["threads"]):
+            run_method(*positional, **job)
+    except DiskFullError as err:
+        # The parent cannot write a failure record on a full disk either, and should not: a
+        # full disk is no result. Its own exit status tells it what happened.
+        log.error("%s", err)
+        sys.exit(EXIT_DISK_FULL)
 
 
 if __name__ == "__main__":

@@ -39,9 +39,41 @@ def collect_runs(run_files: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
             "peak_memory_mb": run.get("peak_memory_mb"),
             "warning": (run.get("warnings") or [None])[0],
         }
-        row.update({k: v for k, v in scores.items() if k != "status"})
+        row.update({k: v for k, v in scores.items() if k not in ("status", "undefined")})
+        # {score: reason} of the scores the data leave undefined (NaN), e.g. one cell type.
+        undefined = scores.get("undefined") or run.get("undefined")
+        row["undefined"] = dict(undefined) if isinstance(undefined, dict) else None
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def undefined_note(
+    undefined: Iterable[dict[str, str] | None], metrics: Sequence[str]
+) -> str | None:
+    """Why some of ``metrics`` are undefined (NaN) in the runs, in one line; ``None`` if none.
+
+    Parameters
+    ----------
+    undefined
+        Per run, the ``{score: reason}`` recorded in ``scores.json`` (``None`` for none).
+    metrics
+        The table's metrics: only these are named (the note explains the table's ``—``).
+
+    Returns
+    -------
+    e.g. ``"nmi, ari, asw_cell, avg_bio, overall: one cell type ('T'): ..."``, reasons
+    separated by ``"; "``.
+    """
+    by_reason: dict[str, list[str]] = {}
+    for record in undefined:
+        if not isinstance(record, dict):
+            continue
+        for metric in metrics:
+            reason = record.get(metric)
+            if reason is not None and metric not in by_reason.setdefault(str(reason), []):
+                by_reason[str(reason)].append(metric)
+    parts = [f"{', '.join(names)}: {reason}" for reason, names in by_reason.items() if names]
+    return "; ".join(parts) or None
 
 
 def standard_error(values: Sequence[float]) -> float:
@@ -77,6 +109,7 @@ def aggregate(runs: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
             "status": "ok" if len(ok) == len(group) else ("failed" if ok.empty else "partial"),
             "error": errors.iloc[0] if not errors.empty else None,
             "warning": _first(group["warning"]) if "warning" in group else None,
+            "undefined": (undefined_note(ok["undefined"], metrics) if "undefined" in ok else None),
             "wall_seconds": float(group["wall_seconds"].mean()),
             "peak_memory_mb": float(group["peak_memory_mb"].max()),
         }
@@ -208,8 +241,15 @@ def _markdown_rows(table: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
         status = row["status"]
         if status != "ok" and isinstance(row.get("error"), str):
             status += f": {row['error'][:120]}".replace("|", "/").replace("\n", " ")
-        elif isinstance(row.get("warning"), str):
-            status += f" (warning: {row['warning'][:120]})".replace("|", "/").replace("\n", " ")
+        else:
+            # A `—` the data cause (e.g. one cell type) says why, before any warning.
+            notes = []
+            if isinstance(row.get("undefined"), str):
+                notes.append(f"undefined: {row['undefined'][:200]}")
+            if isinstance(row.get("warning"), str):
+                notes.append(f"warning: {row['warning'][:120]}")
+            if notes:
+                status += f" ({'; '.join(notes)})".replace("|", "/").replace("\n", " ")
         cells = [
             str(row["dataset"]),
             str(row["label"]) + (" (addition)" if row.get("in_paper") is False else ""),

@@ -22,6 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from benchmark.corpus import HELD_OUT_SPLITS
+from benchmark.failed_datasets import check_standard_file
 from benchmark.io import write_h5ad
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ def pretraining_pool(
     held_out = {key: set(map(str, values)) for key, values in (held_out or {}).items()}
     parts = []
     for path in dataset_paths:
+        check_standard_file(path)  # a failed dataset cannot enter a corpus
         adata = ad.read_h5ad(path)
         name = os.path.splitext(os.path.basename(path))[0]
         keep = np.ones(adata.n_obs, dtype=bool)

@@ -10,21 +10,55 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
+import types
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from baselines.registry import get_method
+import yaml
+
+from baselines.registry import ParameterTypeError, get_method, list_methods
 from benchmark.datasets import DatasetError, check_builder_params, load_registry
 from benchmark.pretraining import pretrain_config
 from benchmark.tasks import get_task
+from benchmark.yamlfile import YamlFileError, load_yaml
 
 CHECKPOINT_FILES = ("args.json", "vocab.json", "best_model.pt")
 DEFAULT_RESOURCES = {"mem_mb": 4000, "runtime": 60, "threads": 1, "gpu": 0}
+# The resources whose change redoes a failed run (threads are left out: Snakemake lowers a
+# job's threads to --cores, so the recorded value need not be the config's).
+RETRY_RESOURCES = ("mem_mb", "runtime", "gpu")
+# A parameter value Snakemake's params trigger does not compare (not a plain Python value):
+# what an ok run recorded before run.json held its resources, so that no old result is redone.
+_UNRECORDED = types.SimpleNamespace(resources="not recorded")
 
 
 class ConfigError(ValueError):
     """A config value the workflow cannot run with; the message names the key."""
+
+
+def check_config_files(paths: Iterable[str | Path]) -> None:
+    """Refuse a config file that gives a key twice in one mapping.
+
+    Snakemake reads config files with plain YAML, which keeps the last of two equal keys
+    without a word (two ``scale:`` under one method: the first is ignored). The Snakefile
+    passes the files it read (``workflow.configfiles``); each is read again here with a
+    loader that refuses duplicates.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the key and both lines.
+    """
+    for path in paths:
+        try:
+            load_yaml(path)
+        except YamlFileError as err:
+            raise ConfigError(f"config file {err}") from None
+        except OSError:
+            continue  # Snakemake itself read the file and reports what it could not read
 
 
 def validate_config(config: dict[str, Any], schema_path: str | Path) -> None:
@@ -36,7 +70,6 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> None:
         One line per problem, e.g. ``config seeds: 'zero' is not of type 'array'``.
     """
     import jsonschema
-    import yaml
 
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
@@ -128,13 +161,19 @@ class WorkflowPlan:
                         f"{registry_path} for tasks {list(serves)}, not {task!r}"
                     )
             for method, params in section["methods"].items():
+                where = f"tasks.{task}.methods.{method}"
                 try:
                     spec = get_method(task, method)
-                    spec.check_params(params or {})
-                except (KeyError, TypeError) as err:
+                    # Checked as the job will receive them: a {download: ...} is a path.
+                    spec.check_params(_with_download_paths(params or {}, _planned_download))
+                except ParameterTypeError as err:
                     raise ConfigError(
-                        f"config tasks.{task}.methods.{method}: {err.args[0]}"
+                        f"config {where}.{err.parameter}: {err.value!r} is "
+                        f"{type(err.value).__name__}, expected {err.expected} "
+                        f"(the type of {method}'s parameter {err.parameter}){err.hint}"
                     ) from None
+                except (KeyError, TypeError) as err:
+                    raise ConfigError(f"config {where}: {err.args[0]}") from None
                 _check_downloads(params, f"tasks.{task}.methods.{method}", registry)
                 if spec.needs_checkpoint:
                     checkpoint_methods.add((task, method))
@@ -145,6 +184,7 @@ class WorkflowPlan:
                 if method in only and dataset not in only[method]:
                     continue
                 jobs.append(Job(task, dataset, method, seed))
+        _check_resource_names(config)
         model = config["model"]
         if checkpoint_methods and model["source"] == "checkpoint":
             name = model.get("checkpoint")
@@ -246,6 +286,33 @@ class WorkflowPlan:
         configured = self.config.get("resources", {})
         return {**DEFAULT_RESOURCES, **configured.get("default", {}), **configured.get(method, {})}
 
+    def retry_resources(self, job: Job) -> dict[str, int] | types.SimpleNamespace:
+        """The rule parameter that makes a failed run redo itself when its resources change.
+
+        Snakemake redoes a job whose parameters differ from those recorded at its last run
+        (the ``params`` rerun trigger). This one is the config's ``mem_mb``, ``runtime`` and
+        ``gpu`` for the job unless its ``run.json`` says ``ok``; then it is the resources the
+        run recorded, whatever the config says now. So raising ``mem_mb`` (as a failed row
+        advises) redoes that method's failed runs and none of its successful ones.
+
+        Returns
+        -------
+        ``{"mem_mb": ..., "runtime": ..., "gpu": ...}``; for a successful run recorded before
+        ``run.json`` held resources, a value Snakemake does not compare.
+        """
+        current = self.resources(job.method)
+        planned = {key: current[key] for key in RETRY_RESOURCES}
+        try:
+            run = json.loads(Path(self.run_dir(job), "run.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # absent or unreadable: the job runs anyway
+            return planned
+        if not isinstance(run, dict) or run.get("status") != "ok":
+            return planned
+        recorded = run.get("resources")
+        if not isinstance(recorded, dict) or any(k not in recorded for k in RETRY_RESOURCES):
+            return _UNRECORDED
+        return {key: recorded[key] for key in RETRY_RESOURCES}
+
     def priority(self, task: str, method: str) -> int:
         """Scheduling priority of a method's jobs: ``resources.<method>.priority`` if set, else
         1 for methods that use the scGPT checkpoint (the long fine-tunings) and 0 otherwise."""
@@ -261,6 +328,42 @@ class WorkflowPlan:
             for job in self.jobs
             if job.task == task and (dataset is None or job.dataset == dataset)
         ]
+
+    def run_folders(
+        self, task: str, dataset: str | None = None, *, create: bool = False
+    ) -> list[str]:
+        """Run folders of a task's planned jobs: inputs that make its table notice a deletion.
+
+        Snakemake does not rebuild a missing input of a job whose outputs are up to date: with
+        only the ``run.json`` files as inputs, ``rm -r results/<task>/<dataset>/<method>/seed0``
+        followed by ``snakemake results/tables/<task>.md`` kept the deleted run's row. A
+        folder's modification time changes when an entry in it is removed (or added), so with
+        the folders as inputs too the table is older than one of them after a deletion: it is
+        redone, and with it the job that rebuilds the missing run.
+
+        Parameters
+        ----------
+        task, dataset
+            The planned jobs of this task (and dataset, when given).
+        create
+            Make missing folders first (a real run, which would make them anyway): the list
+            of inputs then stays the same from run to run, since Snakemake also redoes a job
+            whose set of inputs changed. A dry run creates nothing; it lists the folders that
+            exist, and a deleted one still shows as a changed set of inputs.
+
+        Returns
+        -------
+        ``results/<task>/<dataset>/<method>/seed<k>`` of every planned job that exists.
+        """
+        folders = [
+            self.run_dir(job)
+            for job in self.jobs
+            if job.task == task and (dataset is None or job.dataset == dataset)
+        ]
+        if create:
+            for folder in folders:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+        return [folder for folder in folders if Path(folder).is_dir()]
 
     def datasets_of(self, task: str) -> list[str]:
         """Datasets a task runs on."""
@@ -291,6 +394,42 @@ class WorkflowPlan:
             f"{self.results_dir}/report/provenance.html",
         ]
         return targets
+
+
+RESOURCE_KEYS = ("default", "pretrain")
+"""Keys of ``resources:`` that are not method names: every job's defaults, pre-training."""
+
+
+def _check_resource_names(config: dict[str, Any]) -> None:
+    """Every key of ``resources:`` is ``default``, ``pretrain`` or a registered method.
+
+    A misspelt method's resources would otherwise be ignored without a word and its jobs
+    run with the defaults (e.g. no GPU, the default memory).
+
+    Raises
+    ------
+    ConfigError
+        Naming the key, the closest method names and every valid key.
+    """
+    import difflib
+
+    methods = sorted({spec.name for spec in list_methods()})
+    valid = [*RESOURCE_KEYS, *methods]
+    for name in config.get("resources") or {}:
+        if name in valid:
+            continue
+        close = difflib.get_close_matches(name, valid, n=3)
+        raise ConfigError(
+            f"config resources.{name}: not a method name, so these resources would apply to "
+            "no job"
+            + (f"; did you mean {' or '.join(map(repr, close))}?" if close else "")
+            + f" Valid keys: {valid}"
+        )
+
+
+def _planned_download(name: str) -> str:
+    """Stand-in path of a ``{download: <name>}`` value while the config is checked."""
+    return f"downloads/{name}"
 
 
 def _is_download(value: Any) -> bool:

@@ -7,6 +7,7 @@ the benchmark harness (the dependency direction is ``benchmark -> scgpt``, never
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -123,3 +124,23 @@ def cell_rng(seed: int, *keys: int) -> np.random.Generator:
     continue exactly where it stopped.
     """
     return np.random.default_rng(np.random.SeedSequence([int(seed) % (2**63), *map(int, keys)]))
+
+
+def content_rng(
+    seed: int, keys: np.ndarray, values: np.ndarray, *extra: int
+) -> np.random.Generator:
+    """A NumPy generator determined by ``seed``, a cell's own ``keys`` and ``values`` and ``extra``.
+
+    ``keys`` (gene ids or column indices) and ``values`` are hashed (as int64 / float64, so
+    float32 and float64 copies of a cell agree). Inference draws from it so that a cell's
+    random choices (binning ties, down-sampling) depend on the cell alone: not on its position
+    in the data, the other cells, how the data is chunked or batched (:func:`cell_rng` keys
+    on the position instead, which a resumable training run needs).
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(np.ascontiguousarray(keys, dtype="<i8").tobytes())
+    digest.update(np.ascontiguousarray(values, dtype="<f8").tobytes())
+    words = np.frombuffer(digest.digest(), dtype="<u4").tolist()
+    return np.random.default_rng(
+        np.random.SeedSequence([int(seed) % (2**63), *map(int, extra), *words])
+    )

@@ -371,6 +371,7 @@ def load_pretrained(
         args,
         ntoken=vocab.num_embeddings,
         pad_token_id=vocab[pad_token],
+        source=folder / ARGS_FILE,
         **{**inferred, **overrides},
     )
     model = TransformerModel(config)

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from scgpt._utils import cell_rng
+from scgpt._utils import cell_rng, content_rng
 from scgpt.tokenize import pad_batch, tokenize_cell, tokenize_sparse_row
 
 
@@ -20,7 +20,10 @@ class CellDataset(Dataset):
 
     Every random choice (binning ties, down-sampling) is drawn from a generator determined
     by ``(seed, epoch, cell index)``, so an item is reproducible; call :meth:`set_epoch` to
-    draw new samples each epoch.
+    draw new samples each epoch. With ``draws="content"`` (inference) the generator is
+    determined by ``(seed, epoch)`` and the cell's own genes and values instead, and the
+    cell's genes are taken in vocabulary order, so that an item depends on the cell alone:
+    not on its position, the other cells, or the order of the columns.
 
     Parameters
     ----------
@@ -42,6 +45,9 @@ class CellDataset(Dataset):
         Extra per-cell arrays returned with each item (e.g. ``{"label": y, "batch_labels": b}``).
     seed
         Base seed.
+    draws
+        ``"index"``: random draws keyed by the cell's position (reproducible and resumable
+        training); ``"content"``: keyed by the cell's content (see above).
     """
 
     def __init__(
@@ -56,7 +62,10 @@ class CellDataset(Dataset):
         include_zero_genes: bool = False,
         obs: dict[str, np.ndarray] | None = None,
         seed: int = 0,
+        draws: str = "index",
     ) -> None:
+        if draws not in ("index", "content"):
+            raise ValueError(f"draws must be 'index' or 'content', got {draws!r}")
         self.X = (
             sp.csr_matrix(X, dtype=np.float32)
             if sp.issparse(X)
@@ -77,6 +86,7 @@ class CellDataset(Dataset):
             if len(v) != self.X.shape[0]:
                 raise ValueError(f"obs[{k!r}] has {len(v)} entries for {self.X.shape[0]} cells")
         self.seed = seed
+        self.draws = draws
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -99,8 +109,26 @@ class CellDataset(Dataset):
         n = n + (1 if self.cls_id is not None else 0)
         return np.minimum(n, self.max_len) if self.max_len is not None else n
 
+    def _canonical_cell(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Gene ids and values of cell ``i`` (genes in the vocabulary; non-zero unless
+        ``include_zero_genes``), sorted by gene id (then value): independent of column order."""
+        if sp.issparse(self.X) and not self.include_zero_genes:
+            lo, hi = self.X.indptr[i], self.X.indptr[i + 1]
+            ids, vals = self.gene_ids[self.X.indices[lo:hi]], self.X.data[lo:hi]
+        else:
+            ids = self.gene_ids
+            vals = self.X[i].toarray().ravel() if sp.issparse(self.X) else self.X[i]
+        keep = ids >= 0 if self.include_zero_genes else (ids >= 0) & (vals != 0)
+        ids, vals = ids[keep], vals[keep]
+        order = np.lexsort((vals, ids))
+        return ids[order], vals[order]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
-        rng = cell_rng(self.seed, self.epoch, i)
+        if self.draws == "content":
+            ids, vals = self._canonical_cell(i)
+            rng = content_rng(self.seed, ids, vals, self.epoch)
+        else:
+            rng = cell_rng(self.seed, self.epoch, i)
         kw = dict(
             max_len=self.max_len,
             cls_id=self.cls_id,
@@ -108,7 +136,9 @@ class CellDataset(Dataset):
             n_bins=self.n_bins,
             rng=rng,
         )
-        if sp.issparse(self.X) and not self.include_zero_genes:
+        if self.draws == "content":
+            genes, vals = tokenize_cell(vals, ids, include_zero_genes=self.include_zero_genes, **kw)
+        elif sp.issparse(self.X) and not self.include_zero_genes:
             lo, hi = self.X.indptr[i], self.X.indptr[i + 1]
             genes, vals = tokenize_sparse_row(
                 self.X.indices[lo:hi], self.X.data[lo:hi], self.gene_ids, **kw

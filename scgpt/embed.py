@@ -151,7 +151,11 @@ def embed_cells(
     precision
         ``"auto"`` (bf16 on CUDA), ``"bf16"``, ``"fp32"``.
     seed
-        Seed of the down-sampling of long cells.
+        Seed of the binning tie-break and of the down-sampling of long cells. Both draws
+        are determined by the seed and the cell's own genes and values, so a cell's
+        embedding does not depend on its position, the other cells, the batch size, how a
+        large AnnData is chunked or the order of the columns (with ``max_length`` above the
+        cell's gene count, not on ``max_length`` either).
     progress
         Show a tqdm bar.
 
@@ -188,6 +192,10 @@ def embed_cells(
         include_zero_genes=include_zero_genes,
         obs=obs,
         seed=seed,
+        # draws keyed by the cell's own genes and values, never by its position: a cell's
+        # embedding is the same whatever the other cells, their order, the chunking of a
+        # large AnnData or the order of the columns
+        draws="content",
     )
     collate = Collator(vocab.pad_id, cfg.pad_value)
     out = np.zeros((adata.n_obs, cfg.d_model), dtype=np.float32)

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from scgpt._utils import logger
+from scgpt._utils import content_rng, logger
 from scgpt.vocab import GeneMatchReport, GeneVocab, map_genes
 
 
@@ -110,7 +110,9 @@ def bin_matrix(
     n_bins
         Number of bins including the zero bin.
     seed
-        Seed of the tie-break generator (``None``: unseeded).
+        Seed of the tie-break generator (``None``: unseeded). Each row draws from a
+        generator determined by the seed and the row's own non-zero columns and values, so a
+        cell's bins do not depend on the other cells (their number, order or chunking).
     random_ties
         See :func:`bin_row`.
 
@@ -119,18 +121,26 @@ def bin_matrix(
     numpy.ndarray or scipy.sparse.csr_matrix
         float32 bins with the sparsity structure of ``X`` (sparse in, CSR out).
     """
-    rng = np.random.default_rng(seed)
+    shared = np.random.default_rng() if seed is None else None
+
+    def rng_of(columns: np.ndarray, values: np.ndarray) -> np.random.Generator:
+        return shared if shared is not None else content_rng(seed, columns, values)
+
     if sp.issparse(X):
         csr = sp.csr_matrix(X, dtype=np.float64, copy=True)
         csr.eliminate_zeros()
+        csr.sort_indices()  # ties are broken in column order, as for a dense row
         for i in range(csr.shape[0]):
             lo, hi = csr.indptr[i], csr.indptr[i + 1]
             if hi > lo:
+                rng = rng_of(csr.indices[lo:hi], csr.data[lo:hi])
                 csr.data[lo:hi] = bin_row(csr.data[lo:hi], n_bins, rng=rng, random_ties=random_ties)
         return csr.astype(np.float32)
     dense = np.asarray(X)
     out = np.zeros(dense.shape, dtype=np.float32)
     for i in range(dense.shape[0]):
+        nz = np.flatnonzero(dense[i])
+        rng = rng_of(nz, dense[i][nz])
         out[i] = bin_row(dense[i], n_bins, rng=rng, random_ties=random_ties)
     return out
 

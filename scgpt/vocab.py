@@ -59,9 +59,15 @@ class GeneVocab:
         """Read a flat ``vocab.json`` (``{symbol: index}``) as released with scGPT checkpoints."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise FileNotFoundError(f"vocabulary file not found: {path}") from None
+        except UnicodeDecodeError as err:
+            # The codec's own message names neither the file nor what it should have held.
+            raise ValueError(
+                f"{path} is not UTF-8 text ({err}); expected a flat JSON object "
+                "{gene: index} (the vocab.json of a scGPT checkpoint)"
+            ) from None
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not valid JSON: {err}") from None
         if not isinstance(data, dict):

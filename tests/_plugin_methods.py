@@ -1,11 +1,13 @@
 """Annotation methods that live outside baselines/, for tests of failure handling.
 
 They reach the process a job runs its method in through ``$SCGPT_BENCH_METHOD_MODULES``
-(``tests._plugin_methods``), as a user's own method module would.
+(``tests._plugin_methods``), as a user's own method module would. :func:`broken_dataset` is a
+builtin-dataset builder for a test registry (``builder: tests._plugin_methods:broken_dataset``).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -48,3 +50,14 @@ def thread_probe(reference, query, *, seed):
     if set(seen.values()) != {"1"}:
         raise RuntimeError(f"thread pools not sized to the job's 1 thread: {seen}")
     return majority_label(reference, query, seed=seed)
+
+
+@register("annotation", "disk_full", label="Disk full")
+def disk_full(reference, query, *, seed):
+    """Fail the way a write to a full disk does when the writer is not benchmark.io's."""
+    raise OSError(errno.ENOSPC, "No space left on device", "scratch/model.ckpt")
+
+
+def broken_dataset(**params):
+    """A builtin dataset builder that fails, as a corrupt or misdescribed source does."""
+    raise ValueError("column 'celltype' not found in obs (simulated broken source)")

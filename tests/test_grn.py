@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import anndata as ad
@@ -114,6 +115,95 @@ def test_enrichment_matches_scipy_hypergeom(tmp_path: Path) -> None:
     assert (table["threshold"] == 0.05 / 3).all()  # Bonferroni over the GMT's sets
     assert table.loc[("P2", "SET_C"), "enriched"]  # p = 0.0116 < 0.0167
     assert not table.loc[("P1", "SET_B"), "enriched"]
+
+
+def _bonferroni_case(tmp_path: Path) -> tuple[Path, dict[str, list[str]], list[str]]:
+    """30 background genes, a 6-gene program and 10 gene sets, 3 of them overlapping it.
+
+    With every set of the file in the divisor the threshold is 0.05 / 10 = 0.005.
+    ``HIT`` (p = 0.00257) passes it but not 0.05 / 20 (programs x sets); ``BORDER``
+    (p = 0.00722) fails it but passes 0.05 / 5 (sets with a background gene), 0.05 / 3 (sets
+    tested) and 0.05 (no correction).
+    """
+    background = [f"g{i}" for i in range(30)]
+    rows = {
+        "HIT": ["g0", "g1", "g2", "g3", "g10"],
+        "BORDER": ["g2", "g3", "g4", "g5", "g11", "g12"],
+        "ONE": ["g5", "g13", "g14", "g15"],
+        "NO_OVERLAP_A": ["g20", "g21"],
+        "NO_OVERLAP_B": ["g22", "g23", "g24"],
+        **{f"ELSEWHERE_{k}": [f"X{k}a", f"X{k}b"] for k in range(5)},  # no background gene
+    }
+    gmt = tmp_path / "case.gmt"
+    gmt.write_text("".join(f"{name}\tdesc\t" + "\t".join(g) + "\n" for name, g in rows.items()))
+    programs = {"P": ["g0", "g1", "g2", "g3", "g4", "g5"], "Q": ["g20", "g25", "g26", "g27", "g28"]}
+    return gmt, programs, background
+
+
+def _hypergeom_sf(overlap: int, n_background: int, set_size: int, program_size: int) -> float:
+    """P[X >= overlap] by hand: sum of C(K, k) C(N - K, n - k) / C(N, n)."""
+    total = math.comb(n_background, program_size)
+    return (
+        sum(
+            math.comb(set_size, k) * math.comb(n_background - set_size, program_size - k)
+            for k in range(overlap, min(set_size, program_size) + 1)
+        )
+        / total
+    )
+
+
+def test_enrichment_bonferroni_over_every_set_of_the_file(tmp_path: Path) -> None:
+    gmt, programs, background = _bonferroni_case(tmp_path)
+    sets = read_gmt(gmt)
+    n_tests = len(sets)  # per program: every set of the file, tested or not
+    assert n_tests == 10
+    table = enrichment(programs, sets, background).set_index(["program", "gene_set"])
+    hit, border = _hypergeom_sf(4, 30, 5, 6), _hypergeom_sf(4, 30, 6, 6)
+    assert 0.05 / 20 < hit < 0.05 / n_tests < border < 0.05 / 5  # the case's premise
+    assert table.loc[("P", "HIT"), "p_value"] == pytest.approx(hit, rel=1e-9)
+    assert table.loc[("P", "BORDER"), "p_value"] == pytest.approx(border, rel=1e-9)
+    for (program, name), row in table.iterrows():
+        size = len(set(sets[name]) & set(background))
+        expected = _hypergeom_sf(int(row["overlap"]), 30, size, len(programs[program]))
+        assert row["p_value"] == pytest.approx(expected, rel=1e-9), (program, name)
+        # Bonferroni: enriched when p x (number of tests) < alpha
+        assert row["enriched"] == (expected * n_tests < 0.05), (program, name)
+        assert row["threshold"] == pytest.approx(0.05 / n_tests)
+    assert table.loc[("P", "HIT"), "enriched"] and not table.loc[("P", "BORDER"), "enriched"]
+
+
+def test_task_enrichment_divides_by_the_sets_of_the_configured_file(tmp_path: Path) -> None:
+    """Through the task (``metrics.gene_sets``): the same divisor and the same decisions."""
+    gmt, programs, background = _bonferroni_case(tmp_path)
+    task = get_task("grn").with_metric_options({"gene_sets": str(gmt)})
+    rng = np.random.default_rng(0)
+    data = ad.AnnData(
+        X=rng.poisson(3.0, size=(40, 30)).astype(np.float32),
+        var=pd.DataFrame(index=background),
+    )
+    data.obs_names = [f"c{i}" for i in range(40)]
+    inputs = task.prepare(data, seed=0)
+    genes = list(inputs["args"][0].var_names)
+    assert sorted(genes) == sorted(background)
+    # a similarity with the two programs as blocks (and the other genes loosely linked)
+    block = {g: p for p, members in programs.items() for g in members}
+    sim = rng.uniform(0.0, 0.1, size=(30, 30))
+    for i, a in enumerate(genes):
+        for j, b in enumerate(genes):
+            if a in block and block.get(b) == block[a]:
+                sim[i, j] = 1.0
+    sim = (sim + sim.T) / 2
+    output = pd.DataFrame(sim, index=genes, columns=genes)
+    scores = task.score(output, inputs, seed=0)
+    assert scores["n_gene_sets"] == 10
+    task.save(output, inputs, tmp_path / "run")
+    table = pd.read_csv(tmp_path / "run" / "enrichment.csv")
+    assert len(table) and np.allclose(table["threshold"], 0.05 / 10)
+    found = table[table["gene_set"].isin(["HIT", "BORDER"]) & (table["overlap"] >= 4)]
+    assert set(found["gene_set"]) == {"HIT", "BORDER"}  # the program P was found
+    assert found.loc[found["gene_set"] == "HIT", "enriched"].all()
+    assert not found.loc[found["gene_set"] == "BORDER", "enriched"].any()
+    assert scores["n_enriched_pathways"] >= 1
 
 
 def test_bundled_reactome_gmt_is_real_and_readable() -> None:

@@ -99,14 +99,57 @@ def test_shared_modality_on_mosaic(mosaic):
 
 
 # --- scvi-tools -------------------------------------------------------------------------------
-def test_totalvi_trains(paired_protein):
+def _knn_accuracy(embedding: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return float(cross_val_score(KNeighborsClassifier(15), embedding, labels, cv=3).mean())
+
+
+def _separates(embedding: np.ndarray, labels: np.ndarray, margin: float) -> tuple[float, float]:
+    """kNN accuracy of ``labels`` on the embedding and on the embedding with its rows
+    shuffled (what a latent out of order with the cells gives); the first must win by
+    ``margin``."""
+    shuffled = embedding[np.random.default_rng(0).permutation(len(labels))]
+    accuracy, chance = _knn_accuracy(embedding, labels), _knn_accuracy(shuffled, labels)
+    assert accuracy > chance + margin, (accuracy, chance)
+    return accuracy, chance
+
+
+def test_totalvi_trains(paired_protein, monkeypatch):
+    import scvi
+
     from baselines.totalvi import totalvi
 
-    _, x = paired_protein
+    adata, x = paired_protein
+    seen = {}
+    setup = scvi.model.TOTALVI.setup_anndata
+
+    def spy(data, **kwargs):
+        seen["data"], seen["kwargs"] = data, kwargs
+        return setup(data, **kwargs)
+
+    monkeypatch.setattr(scvi.model.TOTALVI, "setup_anndata", staticmethod(spy))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         latent = totalvi(x, seed=0, max_epochs=3, n_latent=8, accelerator="cpu")
     assert latent.shape == (x.n_obs, 8) and np.isfinite(latent).all()
+    # totalVI saw every cell's own RNA and protein counts, and the batch
+    data, modality = seen["data"], x.var["modality"].astype(str).to_numpy()
+    assert list(data.obs_names) == list(x.obs_names)
+    np.testing.assert_array_equal(
+        data.X.toarray(), x.layers["counts"][:, modality == "rna"].toarray()
+    )
+    proteins = data.obsm[seen["kwargs"]["protein_expression_obsm_key"]]
+    assert list(proteins.columns) == list(x.var_names[modality == "protein"])
+    np.testing.assert_array_equal(
+        proteins.to_numpy(), x.layers["counts"][:, modality == "protein"].toarray()
+    )
+    assert seen["kwargs"]["batch_key"] == "batch"
+    # three epochs already place the cells by type (0.99 vs 0.2 with rows shuffled)
+    base = adata.obs["base_cell_type"].astype(str).to_numpy()
+    accuracy, _ = _separates(latent, base, margin=0.5)
+    assert accuracy > 0.9
 
 
 def test_totalvi_and_multivi_state_what_they_need(paired_atac, paired_protein, mosaic):
@@ -124,11 +167,26 @@ def test_totalvi_and_multivi_state_what_they_need(paired_atac, paired_protein, m
 def test_multivi_trains_on_mosaic(mosaic):
     from baselines.multivi import multivi
 
-    _, x = mosaic
+    adata, x = mosaic
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         latent = multivi(x, seed=0, max_epochs=3, n_latent=8, lr=1e-3, accelerator="cpu")
     assert latent.shape == (x.n_obs, 8) and np.isfinite(latent).all()
+    # Cell types separate among the RNA + protein cells and among the ATAC + protein cells
+    # (measured 15-NN accuracy 0.80 and 0.68, ~0.2 with rows shuffled; three epochs do not
+    # yet align the two halves, so no cross-modality claim here).
+    base = adata.obs["base_cell_type"].astype(str).to_numpy()
+    has_rna = x.obs["has_rna"].to_numpy(dtype=bool)
+    assert (~has_rna).sum() > 100 and x.obs.loc[~has_rna, "has_atac"].all()
+    _separates(latent[has_rna], base[has_rna], margin=0.3)
+    _separates(latent[~has_rna], base[~has_rna], margin=0.3)
+    # Without the proteins only its ATAC counts place an ATAC cell (0.56 vs 0.19 measured)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        atac_only = multivi(
+            x, seed=0, max_epochs=10, n_latent=8, lr=1e-3, accelerator="cpu", use_protein=False
+        )
+    _separates(atac_only[~has_rna], base[~has_rna], margin=0.25)
 
 
 # --- Seurat v4 WNN ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -109,6 +110,54 @@ def test_prepare_contract(mosaic):
     n_open = pd.Series(np.asarray((peaks.X > 0).sum(axis=0)).ravel(), index=peaks.var_names)
     kept = set(x.var_names[modality == "atac"])
     assert n_open[list(kept)].min() >= n_open.drop(list(kept)).max()
+
+
+def test_normalised_layer_matches_hand_computed_values():
+    """RNA log1p(CP10k), protein CLR across each cell's proteins, ATAC TF-IDF with the IDF over
+    the cells that measured ATAC (3 of 6 here): every value against a hand computation."""
+    rna = np.array([[1, 2, 0, 5], [3, 0, 1, 1], [0, 4, 4, 2]] + [[0, 0, 0, 0]] * 3, float)
+    protein = np.array([[10, 1, 0], [2, 2, 30], [0, 5, 7], [8, 0, 1], [1, 1, 1], [0, 9, 3]], float)
+    atac = np.array([[0, 0, 0]] * 3 + [[1, 0, 2], [1, 1, 0], [0, 3, 1]], float)
+    counts = np.hstack([rna, protein, atac])
+    var = pd.DataFrame(
+        {"modality": ["rna"] * 4 + ["protein"] * 3 + ["atac"] * 3},
+        index=[f"G{i}" for i in range(4)] + ["prot_A", "prot_B", "prot_C"]
+        + [f"chr1:{i}00-{i}50" for i in range(3)],
+    )  # fmt: skip
+    has_rna = np.array([True] * 3 + [False] * 3)
+    obs = pd.DataFrame(
+        {
+            "cell_type": ["t0", "t1", "t0", "t1", "t0", "t1"],
+            "batch": ["b0"] * 3 + ["b1"] * 3,
+            "has_rna": has_rna,
+            "has_protein": True,
+            "has_atac": ~has_rna,
+        },
+        index=[f"c{i}" for i in range(6)],
+    )
+    adata = ad.AnnData(X=sp.csr_matrix(counts, dtype=np.float32), obs=obs, var=var)
+    (x,) = MultiomicsTask(n_hvg=10, n_hvp=10).prepare(adata, seed=0)["args"]
+    assert list(x.var_names) == list(var.index) and list(x.obs_names) == list(obs.index)
+    norm = x.layers["normalized"].toarray().astype(np.float64)
+
+    expected_rna = np.zeros_like(rna)
+    for i in range(3):
+        expected_rna[i] = np.log1p(rna[i] / rna[i].sum() * 1e4)
+    expected_protein = np.zeros_like(protein)
+    for i in range(6):  # per cell (Seurat margin 2): geometric mean of 1 + x over its proteins
+        geo = math.exp(sum(math.log1p(v) for v in protein[i]) / 3)
+        expected_protein[i] = [math.log1p(v / geo) for v in protein[i]]
+    expected_atac = np.zeros_like(atac)
+    peak_total = atac[3:].sum(axis=0)  # over the 3 ATAC cells: [2, 4, 3]
+    for i in range(3, 6):
+        expected_atac[i] = [
+            math.log1p(atac[i, j] / atac[i].sum() * 3 / peak_total[j] * 1e4) for j in range(3)
+        ]
+    np.testing.assert_allclose(norm[:, :4], expected_rna, rtol=1e-6)
+    np.testing.assert_allclose(norm[:, 4:7], expected_protein, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(norm[:, 7:], expected_atac, rtol=1e-6)
+    # e.g. cell c3, peak 0: log1p(1 / 3 * 3 / 2 * 1e4) = log1p(5000)
+    assert norm[3, 7] == pytest.approx(math.log1p(5000.0), rel=1e-6)
 
 
 def test_genomic_coordinates_reach_the_methods(mosaic):

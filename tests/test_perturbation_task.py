@@ -186,3 +186,45 @@ def test_runner_end_to_end_and_figures(tiny: ad.AnnData, tmp_path: Path) -> None
     assert {"pearson_delta.png", "pearson_delta_de.png"} <= names
     assert any(n.startswith("de_changes_") for n in names)
     assert all(f.stat().st_size > 1000 for f in files)
+
+
+@pytest.mark.parametrize("policy", ["zero", None])
+def test_config_nan_policy_reaches_the_scores(tiny: ad.AnnData, tmp_path: Path, policy) -> None:
+    """config ``tasks.perturbation.metrics.nan_policy`` -> plan -> runner -> task scoring.
+
+    "no change" predicts control for every condition: every Pearson is undefined, so the
+    policy alone decides whether the mean is 0 (``zero``, GEARS' rule) or NaN (the default).
+    """
+    from benchmark.workflow import WorkflowPlan, validate_config
+
+    root = Path(__file__).resolve().parents[1]
+    section: dict[str, Any] = {"datasets": ["sim_perturb"], "methods": {"no_change": {}}}
+    if policy is not None:
+        section["metrics"] = {"nan_policy": policy}
+    config = {
+        "seeds": [0],
+        "registry": str(root / "config" / "datasets.yaml"),
+        "model": {"source": "checkpoint", "checkpoint": "sim_atlas"},
+        "tasks": {"perturbation": section},
+    }
+    validate_config(config, root / "config" / "schema.yaml")
+    plan = WorkflowPlan.from_config(config)
+    options = plan.metric_options("perturbation")
+    assert options == {"nan_policy": policy or "nan"}  # the schema's default when absent
+    path = tmp_path / "sim_perturb.h5ad"
+    tiny.write_h5ad(path)
+    (job,) = plan.jobs
+    record = run_method(
+        job.task, job.method, job.dataset, path, tmp_path / "run", seed=job.seed,
+        metric_options=options,
+    )  # fmt: skip
+    assert record["status"] == "ok", record.get("traceback")
+    scores = json.loads((tmp_path / "run" / "scores.json").read_text())
+    assert scores["n_pearson_undefined"] > 0
+    if policy == "zero":
+        assert scores["nan_policy"] == "zero"
+        assert scores["pearson_delta"] == 0.0 and scores["pearson_delta_de"] == 0.0
+    else:
+        assert scores["nan_policy"] == "nan"
+        assert scores["pearson_delta"] is None  # NaN in JSON
+    assert np.isfinite(scores["mse"])

@@ -3,9 +3,13 @@ reason, and nothing is marked ok before its output is saved and scored."""
 
 from __future__ import annotations
 
+import errno
+import importlib
 import json
 import logging
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -17,14 +21,20 @@ import scipy.sparse as sp
 import torch
 
 from baselines import registry
-from benchmark import runner, tables
+from benchmark import io, runner, tables
 from benchmark.conditions import subgroup
+from benchmark.failed_datasets import FailedDatasetError, check_standard_file
 from benchmark.logs import job_logging
 from benchmark.tasks.base import Task
+from benchmark.workflow import Job, WorkflowPlan
+from benchmark.yamlfile import YamlFileError, load_yaml
 from scgpt import load_pretrained
 from scgpt.checkpoint import CorruptCheckpointError
 from scgpt.embed import embed_cells
 from tests._models import random_checkpoint
+
+# The module, not the function of the same name that benchmark.datasets exports.
+standardise_module = importlib.import_module("benchmark.datasets.standardise")
 
 
 # --- a method killed from outside -------------------------------------------------------------
@@ -337,3 +347,200 @@ def test_metric_options_reach_the_task(monkeypatch, tmp_path):
     )
     assert record["status"] == "ok" and chosen == [{"clustering": "leiden"}]
     assert record["metric_options"] == {"clustering": "leiden"}
+
+
+# --- a full disk is named, and leaves nothing partial -----------------------------------------
+def _short_write(fh, array, *args, **kwargs):
+    """What np.save does on a full disk: part of the data, then numpy's bare message."""
+    fh.write(b"\x93NUMPY" + b"x" * 100)
+    raise OSError("600000 requested and 310240 written")
+
+
+def _hdf5_write_failed(adata, path, *args, **kwargs):
+    """h5py's error on a full disk, wrapped the way anndata re-raises it."""
+    Path(path).write_bytes(b"\x89HDF\r\n" + b"x" * 100)
+    try:
+        raise OSError(
+            "[Errno 28] Can't synchronously write data (file write failed: errno = 28, "
+            "error message = 'No space left on device', total write size = 600000)"
+        )
+    except OSError as err:
+        raise OSError(f"{err}\n\nAbove error raised while writing key 'X'") from err
+
+
+def _enospc(path, text, *args, **kwargs):
+    """A plain write to a full disk: Python's own OSError, naming no file."""
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize(
+    ("patch", "write"),
+    [
+        (("numpy.save", _short_write), lambda p: io.write_npy(np.zeros(4), p / "emb.npy")),
+        (
+            ("anndata.AnnData.write_h5ad", _hdf5_write_failed),
+            lambda p: io.write_h5ad(ad.AnnData(np.zeros((2, 2))), p / "cells.h5ad"),
+        ),
+        (
+            ("pathlib.Path.write_text", _enospc),
+            lambda p: io.write_json({"status": "ok"}, p / "run.json"),
+        ),
+    ],
+    ids=["numpy-short-write", "h5py-via-anndata", "enospc"],
+)
+def test_full_disk_names_the_file_and_leaves_nothing_partial(monkeypatch, tmp_path, patch, write):
+    target, fake = patch
+    monkeypatch.setattr(target, fake)
+    with pytest.raises(io.DiskFullError, match="no space left on device") as err:
+        write(tmp_path)
+    written = next(tmp_path.glob("*"), None)
+    assert written is None, f"left behind: {written}"  # neither the file nor its temporary
+    message = str(err.value)
+    assert str(tmp_path) in message and "free in" in message
+    assert err.value.errno == errno.ENOSPC
+
+
+class _FullDiskTask(_FragileTask):
+    def save(self, output, inputs, outdir):
+        io.write_npy(np.asarray(output), Path(outdir) / "embedding.npy")
+        return [Path(outdir) / "embedding.npy"]
+
+
+def test_full_disk_in_a_run_is_not_recorded_as_a_result(monkeypatch, tmp_path):
+    # A failed row would stay (nothing redoes it); the job must fail so that the next run does.
+    monkeypatch.setattr("numpy.save", _short_write)
+    with pytest.raises(io.DiskFullError, match=r"while writing .*embedding\.npy"):
+        _run_toy(monkeypatch, tmp_path, _FullDiskTask("nowhere"), constant)
+    assert not (tmp_path / "o" / "run.json").exists()
+    assert not list((tmp_path / "o").glob(".embedding*"))
+
+
+def test_full_disk_in_the_method_process_fails_the_job_naming_the_folder(
+    plugin_methods, annotation_dataset, tmp_path
+):
+    out = tmp_path / "full"
+    log_path = tmp_path / "full.log"
+    with pytest.raises(io.DiskFullError, match="no space left on device") as err:
+        runner.run_method_isolated(
+            "annotation", "disk_full", "cells", annotation_dataset, out, seed=0, log_path=log_path
+        )
+    assert str(out) in str(err.value) and "nothing was recorded" in str(err.value)
+    assert not (out / "run.json").exists() and not (out / "scores.json").exists()
+    assert "scratch/model.ckpt" in log_path.read_text()  # the file the method was writing
+
+
+# --- bad checkpoint files are named -----------------------------------------------------------
+def test_args_json_value_of_wrong_type_names_file_key_value_and_type(checkpoint):
+    args_file = checkpoint / "args.json"
+    args = json.loads(args_file.read_text())
+    args["nlayers"] = "two"
+    args_file.write_text(json.dumps(args))
+    with pytest.raises(CorruptCheckpointError) as err:
+        load_pretrained(checkpoint)
+    message = str(err.value)
+    assert str(args_file) in message
+    assert "'nlayers'" in message and "'two'" in message and "expected an integer" in message
+
+
+def test_non_utf8_vocab_json_names_the_file(checkpoint):
+    vocab_file = checkpoint / "vocab.json"
+    vocab_file.write_bytes(b'{"G0": 0, "\xff\xfe": 1}')
+    with pytest.raises(ValueError, match="not UTF-8") as err:
+        load_pretrained(checkpoint)
+    assert str(vocab_file) in str(err.value)
+
+
+# --- YAML errors name file, line and column ---------------------------------------------------
+BROKEN_YAML = "seeds: [0\ntasks:\n  annotation: {}\n"
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(BROKEN_YAML)
+    with pytest.raises(YamlFileError, match=r"expected ',' or ']'") as err:
+        load_yaml(path)
+    assert str(err.value).startswith(f"{path}:2:6: not valid YAML")
+
+
+def test_broken_demo_config_is_named_by_the_workflow(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(BROKEN_YAML)
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "-n", "--cores", "1"]
+    cmd += ["--directory", str(tmp_path)]
+    result = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "config/config.yaml:2:6: not valid YAML" in result.stdout + result.stderr
+
+
+# --- raising a failed row's resources redoes it -----------------------------------------------
+def test_failed_run_is_redone_when_its_resources_change_and_an_ok_one_is_not(tmp_path):
+    def plan(mem_mb: int) -> WorkflowPlan:
+        config = {"resources": {"killed": {"mem_mb": mem_mb}}}
+        return WorkflowPlan(config, None, (), (), results_dir=str(tmp_path))
+
+    job = Job("annotation", "cells", "killed", 0)
+    run_json = Path(plan(4000).run_dir(job)) / "run.json"
+    first = plan(4000).retry_resources(job)  # planned before the run: no run.json
+    assert first == {"mem_mb": 4000, "runtime": 60, "gpu": 0}
+    run_json.parent.mkdir(parents=True)
+    recorded = {"mem_mb": 4000, "runtime": 60, "gpu": 0, "threads": 1}
+    run_json.write_text(json.dumps({"status": "failed", "resources": recorded}))
+    # Snakemake's params trigger compares these values with the ones of the last run.
+    assert plan(4000).retry_resources(job) == first  # nothing changed: not redone
+    assert plan(8000).retry_resources(job) != first  # mem_mb raised: redone
+    run_json.write_text(json.dumps({"status": "ok", "resources": recorded}))
+    assert plan(8000).retry_resources(job) == first  # ok: kept, whatever the config says
+    run_json.write_text(json.dumps({"status": "ok"}))  # recorded before resources were
+    assert not isinstance(plan(8000).retry_resources(job), dict | list | str | int | type(None))
+
+
+def test_failed_row_tells_what_the_next_run_does():
+    assert "next run redoes this run" in runner.describe_exit(-signal.SIGKILL, [])
+    assert "next run redoes this run" in runner.describe_exit(0, [signal.SIGTERM])
+
+
+# --- a dataset that fails standardisation is failed rows, not a stop --------------------------
+def test_failed_standardisation_is_recorded_and_becomes_failed_rows(monkeypatch, tmp_path):
+    def fails(dataset, output, **kwargs):
+        raise ValueError(f"{dataset}: column 'celltype' not in obs")
+
+    monkeypatch.setattr(standardise_module, "prepare_standard_dataset", fails)
+    broken = tmp_path / "standard" / "broken.h5ad"
+    log_path = tmp_path / "broken.log"
+    assert standardise_module.prepare_or_record_failure("broken", broken, log_path=log_path) is None
+    with pytest.raises(FailedDatasetError, match="column 'celltype' not in obs") as err:
+        check_standard_file(broken)
+    assert str(log_path) in str(err.value) and f"delete {broken}" in str(err.value)
+    with pytest.raises(OSError, match="signature"):  # no h5ad reader takes it for a dataset
+        ad.read_h5ad(broken)
+
+    ok = _run_toy(monkeypatch, tmp_path, _FragileTask("nowhere"), constant)  # dataset "d"
+    failed = runner.run_method("integration", "constant", "broken", broken, tmp_path / "b", seed=0)
+    assert ok["status"] == "ok" and failed["status"] == "failed"
+    assert "failed standardisation: ValueError: broken: column 'celltype'" in failed["error"]
+    table = tables.write_task_table(
+        [tmp_path / "o" / "run.json", tmp_path / "b" / "run.json"],
+        ["mae"],
+        tmp_path / "t.csv",
+        tmp_path / "t.md",
+        title="t",
+    )
+    assert dict(zip(table["dataset"], table["status"], strict=True)) == {
+        "broken": "failed",
+        "d": "ok",
+    }
+    assert (
+        "failed: FailedDatasetError: dataset 'broken' failed standardisation"
+        in (tmp_path / "t.md").read_text()
+    )
+
+
+def test_full_disk_while_standardising_fails_the_job_instead(monkeypatch, tmp_path):
+    def full(dataset, output, **kwargs):
+        raise io.disk_full_error(output, OSError(errno.ENOSPC, "No space left on device"))
+
+    monkeypatch.setattr(standardise_module, "prepare_standard_dataset", full)
+    with pytest.raises(io.DiskFullError):
+        standardise_module.prepare_or_record_failure("x", tmp_path / "x.h5ad")
+    assert not (tmp_path / "x.h5ad").exists()

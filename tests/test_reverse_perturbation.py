@@ -11,8 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baselines.perturbation_space import de_genes, random_ranking, response_similarity
+from baselines.perturbation_simple import single_effects
+from baselines.perturbation_space import (
+    control_mean,
+    de_genes,
+    random_ranking,
+    response_similarity,
+    reverse_from,
+)
 from baselines.registry import get_method
+from benchmark.conditions import normalise_condition, parse_condition
 from benchmark.runner import run_method
 from benchmark.simulate import simulate_perturbation
 from benchmark.tasks import get_task
@@ -68,6 +76,48 @@ def test_ranking_on_a_hand_made_case() -> None:
     scores = response_similarity(predicted, query[None, :], ctrl)[0]
     assert np.isnan(scores[candidates.index("A+ctrl")])
     assert rank_of_truth(scores, candidates.index("A+ctrl")) == len(candidates)
+
+
+def test_no_change_candidate_ranks_last_over_a_nonzero_control() -> None:
+    """Candidates are scored on their change over control, not on the whole profile.
+
+    Over a control far from zero every whole profile looks like the query (the control
+    dominates), so a candidate predicted as control would rank near the top (2nd of 36 here);
+    on changes it has no defined correlation and ranks last.
+    """
+    rng = np.random.default_rng(0)
+    genes = [f"G{i}" for i in range(8)]
+    candidates = candidate_conditions(genes)  # 8 + 28 = 36
+    n_genes = 60
+    ctrl = rng.uniform(0.5, 4.0, n_genes)
+    effect = {g: rng.normal(0, 0.5, n_genes) * (rng.random(n_genes) < 0.3) for g in genes}
+    predicted = np.array(
+        [ctrl + np.sum([effect[g] for g in c.replace("+ctrl", "").split("+")], axis=0)
+         for c in candidates]
+    )  # fmt: skip
+    silent = candidates.index("G7+ctrl")
+    predicted[silent] = ctrl  # e.g. a gene the model never saw perturbed
+    truth = candidates.index("G2+G5")
+    query = ctrl + 0.5 * (predicted[truth] - ctrl) + rng.normal(0, 0.05, n_genes)
+    train = ad.AnnData(
+        X=np.tile(ctrl, (4, 1)).astype(np.float32),
+        obs=pd.DataFrame({"condition": ["ctrl"] * 4}, index=[f"c{i}" for i in range(4)]),
+        var=pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]),
+    )
+    queries = ad.AnnData(X=query[None, :].astype(np.float32), var=train.var.copy())
+    queries.obs_names = ["q0"]
+
+    def predict(train: ad.AnnData, conditions: list[str], *, seed: int) -> ad.AnnData:
+        out = ad.AnnData(X=predicted.astype(np.float32), var=train.var.copy())
+        out.obs_names = list(conditions)
+        return out
+
+    scores = reverse_from(predict)(train, candidates, queries, seed=0).loc["q0"].to_numpy()
+    assert rank_of_truth(scores, truth) == 1
+    assert np.isnan(scores[silent]) and rank_of_truth(scores, silent) == len(candidates)
+    # the same scores straight from response_similarity, with the control mean of train
+    direct = response_similarity(predicted, query[None, :], ctrl)[0]
+    np.testing.assert_allclose(scores, direct, atol=1e-6)
 
 
 def test_top_k_scoring() -> None:
@@ -199,6 +249,63 @@ def test_run_end_to_end(screen: Path, tmp_path: Path, method: str) -> None:
         assert scores["mean_rank"] < (36 + 1) / 2
     candidates = pd.read_csv(tmp_path / "candidate_scores.csv", index_col=0)
     assert candidates.shape == (9, 36)
+    if method == "additive":
+        # A candidate none of whose genes has a training single is predicted as control: no
+        # change, no defined correlation with the query's change, ranked last (NaN). Every
+        # other candidate gets a score.
+        task = get_task("reverse_perturbation").with_metric_options(options)
+        inputs = task.prepare(ad.read_h5ad(screen), seed=0)
+        for split in inputs["splits"]:
+            seen = set(single_effects(split["args"][0])[0])
+            silent = [c for c in inputs["candidates"] if not seen & set(parse_condition(c))]
+            assert 0 < len(silent) < 36
+            rows = candidates.loc[list(split["truth"])]
+            assert rows[silent].isna().all().all()
+            assert rows.drop(columns=silent).notna().all().all()
+
+
+def _oracle(adata: ad.AnnData, shift: int = 0):
+    """A perturbation "model" that knows the simulated noise-free change of every screened
+    condition (``shift`` hands each profile to another condition); others: control."""
+    sim = adata.uns["simulation"]
+    names = [normalise_condition(str(c)) for c in sim["conditions"]]
+    deltas = np.roll(np.asarray(sim["true_delta"], dtype=float), shift, axis=0)
+    known = dict(zip(names, deltas))
+
+    def predict(train: ad.AnnData, conditions: list[str], *, seed: int) -> ad.AnnData:
+        ctrl = control_mean(train)
+        X = np.array([ctrl + known.get(c, 0.0) for c in conditions], dtype=np.float32)
+        out = ad.AnnData(X=X, var=pd.DataFrame(index=train.var_names.copy()))
+        out.obs_names = list(conditions)
+        return out
+
+    return predict, known
+
+
+def test_oracle_ranks_every_truth_first_end_to_end(screen: Path, tmp_path: Path) -> None:
+    """Planted structure: with the true changes the task must put every truth first."""
+    adata = ad.read_h5ad(screen)
+    task = get_task("reverse_perturbation").with_metric_options(
+        {"n_genes": 8, "n_train": 8, "n_val": 2, "n_test": 3, "n_splits": 3}
+    )
+    inputs = task.prepare(adata, seed=0)
+    predict, known = _oracle(adata)
+    output = task.call(reverse_from(predict), inputs, seed=0, params={})
+    task.save(output, inputs, tmp_path)
+    scores = task.score(output, inputs, seed=0)
+    assert scores["top1_correct"] == 1.0 and scores["mean_rank"] == 1.0
+    assert scores["top1_relevant"] == 1.0 and scores["n_queries"] == 9
+    per_query = pd.read_csv(tmp_path / "per_query.csv")
+    assert (per_query["rank"] == 1).all()
+    assert (per_query["top3"].str.split(";").str[0] == per_query["truth"]).all()
+    # candidates the screen never made are predicted as control: NaN, ranked last
+    saved = pd.read_csv(tmp_path / "candidate_scores.csv", index_col=0)
+    unscreened = [c for c in inputs["candidates"] if c not in known]
+    assert unscreened and saved[unscreened].isna().all().all()
+    # the same profiles handed to the wrong conditions: the truths no longer come first
+    wrong, _ = _oracle(adata, shift=1)
+    bad = task.score(task.call(reverse_from(wrong), inputs, seed=0, params={}), inputs, seed=0)
+    assert bad["top1_correct"] < 0.5 and bad["mean_rank"] > 3
 
 
 def test_figure_of_runs(screen: Path, tmp_path: Path) -> None:

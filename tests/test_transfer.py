@@ -169,6 +169,38 @@ def test_transfer_table_on_fake_scores(tmp_path):
     assert all(p.stat().st_size > 1000 for p in written)
 
 
+def test_transfer_rows_keep_datasets_apart_and_count_only_successful_seeds(tmp_path):
+    """Two datasets of one task never share a row; a failed seed (even one whose folder holds
+    an old ``scores.json``) is neither averaged nor counted, and marks the row ``partial``."""
+    section = copy.deepcopy(SECTION)
+    section["series"] = {"scaling": {"models": ["small", "large"],
+                                     "tasks": {"annotation": ["d1", "d3"]}}}  # fmt: skip
+    files = [
+        _fake_run(tmp_path, "small", "annotation", "d1", "scgpt", 0, accuracy=0.5, macro_f1=0.1),
+        _fake_run(tmp_path, "small", "annotation", "d1", "scgpt", 1, accuracy=0.7, macro_f1=0.3),
+        _fake_run(tmp_path, "small", "annotation", "d3", "scgpt", 0, accuracy=0.9, macro_f1=0.8),
+        _fake_run(tmp_path, "small", "annotation", "d3", "scgpt", 1, accuracy=0.95, macro_f1=0.9),
+    ]
+    for model, seed, stale in (("small", 2, {"accuracy": 0.0, "macro_f1": 0.0}),
+                               ("small", 3, {}), ("large", 0, {"accuracy": 0.0})):  # fmt: skip
+        run = _fake_run(tmp_path, model, "annotation", "d1", "scgpt", seed, **stale)
+        record = json.loads(run.read_text())
+        write_json({**record, "status": "failed", "error": "RuntimeError: boom"}, run)
+        files.append(run)
+    table = transfer_table(files, section).set_index(["model", "dataset", "metric"])
+    d1 = table.loc[("small", "d1", "accuracy")]
+    assert d1["mean"] == pytest.approx(0.6) and d1["se"] == pytest.approx(0.1)
+    assert d1["n_seeds"] == 2 and d1["status"] == "partial"
+    assert table.loc[("small", "d1", "macro_f1"), "mean"] == pytest.approx(0.2)
+    d3 = table.loc[("small", "d3", "accuracy")]
+    assert d3["mean"] == pytest.approx(0.925) and d3["se"] == pytest.approx(0.025)
+    assert d3["n_seeds"] == 2 and d3["status"] == "ok"
+    large = table.loc[("large", "d1", "accuracy")]
+    assert large["status"] == "failed" and large["n_seeds"] == 0 and math.isnan(large["mean"])
+    assert table.loc[("large", "d3", "accuracy"), "status"] == "missing"
+    assert len(table) == 2 * 2 * 2  # models x datasets x headline metrics
+
+
 def test_missing_runs_are_shown_as_missing(tmp_path):
     section = copy.deepcopy(SECTION)
     files = [_fake_run(tmp_path, "small", "annotation", "d1", "scgpt", 0, accuracy=0.5)]

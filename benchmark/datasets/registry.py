@@ -14,12 +14,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from benchmark.datasets.errors import RegistryError
 from benchmark.datasets.fields import FieldError
 from benchmark.datasets.schema import CheckpointEntry, DatasetEntry, RegistryFile
+from benchmark.yamlfile import YamlFileError, load_yaml
 
 __all__ = ["Registry", "load_registry", "raw_files"]
 
@@ -137,11 +137,11 @@ def load_registry(path: str | os.PathLike[str] = "config/datasets.yaml") -> Regi
         found, one per line).
     """
     path = Path(path)
-    text = path.read_text()
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise RegistryError(f"{path}: not valid YAML ({err})") from err
+        # A dataset or field given twice would silently keep its last entry: refused.
+        raw = load_yaml(path)
+    except YamlFileError as err:
+        raise RegistryError(str(err)) from None
     try:
         parsed = RegistryFile.model_validate(raw)
     except ValidationError as err:

@@ -27,6 +27,7 @@ from benchmark.datasets.loaders import LOADERS
 from benchmark.datasets.registry import Registry, load_registry
 from benchmark.datasets.schema import DatasetEntry
 from benchmark.datasets.standard import plain, tidy_frame, validate_standard, write_standard
+from benchmark.failed_datasets import write_standardisation_failure
 from benchmark.genes import (
     CoverageReport,
     detect_id_type,
@@ -35,8 +36,9 @@ from benchmark.genes import (
     read_gene_mapping,
     translate_gene_lists,
 )
+from benchmark.io import DiskFullError, disk_full_error, is_disk_full
 
-__all__ = ["prepare_standard_dataset", "standardise"]
+__all__ = ["prepare_or_record_failure", "prepare_standard_dataset", "standardise"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,55 @@ def prepare_standard_dataset(
         adata = standardise(dataset, entry, raw_dir, vocabulary=vocabulary)
     write_standard(adata, output)
     return adata
+
+
+def prepare_or_record_failure(
+    dataset: str,
+    output: str | os.PathLike[str],
+    *,
+    log_path: str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> ad.AnnData | None:
+    """:func:`prepare_standard_dataset`, recording a failure at ``output`` instead of raising it.
+
+    A dataset that cannot be built must not block its task's other datasets: the failure is
+    logged with its traceback (in the job's log) and written to ``output`` as a record
+    (:func:`~benchmark.failed_datasets.write_standardisation_failure`), which the runner
+    turns into failed rows carrying this error. A full disk or exhausted memory is the
+    machine's problem, not the dataset's: it is raised, so the job fails and the next run
+    retries it.
+
+    Parameters
+    ----------
+    dataset, output
+        As for :func:`prepare_standard_dataset`.
+    log_path
+        The job's log, named in the record.
+    **kwargs
+        Further arguments of :func:`prepare_standard_dataset`.
+
+    Returns
+    -------
+    The standard AnnData, or ``None`` when the failure was recorded.
+    """
+    try:
+        return prepare_standard_dataset(dataset, output, **kwargs)
+    except Exception as err:
+        if isinstance(err, MemoryError | DiskFullError):
+            raise
+        if is_disk_full(err):  # e.g. extracting an archive: name the file all the same
+            raise disk_full_error(getattr(err, "filename", None) or output, err) from err
+        log.error(
+            "standardising %s failed; recorded in %s, so its rows are marked failed and the "
+            "task's other datasets still run: %s: %s",
+            dataset,
+            output,
+            type(err).__name__,
+            err,
+            exc_info=True,
+        )
+        write_standardisation_failure(output, dataset, err, log_path=log_path)
+        return None
 
 
 def standardise(

@@ -117,6 +117,93 @@ EXACT_NEIGHBORS_MAX_CELLS = 50_000
 BIO_WEIGHT = 0.6
 """Weight of AvgBIO in Overall (scIB); AvgBATCH gets 1 - BIO_WEIGHT."""
 
+MIN_CELL_TYPES = 2
+"""Cell types bio-conservation needs: with one, NMI and ARI compare a constant labelling with
+the clusters (1.0 whenever the clustering finds one cluster) and the cell-type silhouette has
+no other type to compare with, so all three are undefined, never 1.0."""
+
+BIO_SCORES: tuple[str, ...] = (
+    "nmi",
+    "ari",
+    "asw_cell",
+    "avg_bio",
+    "overall",
+    "clisi",
+    "isolated_labels",
+    "cluster_resolution",
+)
+"""Scores that need two or more cell types (the bio-conservation components, what is built
+from them and the cell-type extras)."""
+
+BATCH_SCORES: tuple[str, ...] = (
+    "asw_batch",
+    "avg_batch",
+    "overall",
+    "ilisi",
+    "kbet",
+    "pcr_comparison",
+)
+"""Scores that need two or more batches."""
+
+
+def undefined_scores(
+    cell_type: np.ndarray | Sequence[str], batch: np.ndarray | Sequence[str]
+) -> dict[str, str]:
+    """The scores that the labels leave undefined, each with the reason.
+
+    These are NaN in :func:`integration_scores` (shown as ``—`` in the tables), never a
+    number that looks like a result: one cell type makes every bio-conservation score
+    undefined (:data:`MIN_CELL_TYPES`); one cell type per cell leaves the silhouette
+    undefined (it needs 2..n_cells - 1 labels); one batch, or no cell type in two or more
+    batches, leaves the batch silhouette (and so AvgBATCH and Overall) undefined.
+
+    Parameters
+    ----------
+    cell_type, batch
+        Per-cell labels (compared as strings).
+
+    Returns
+    -------
+    ``{score: reason}``; empty when every score is defined.
+    """
+    cell_type = np.asarray(cell_type).astype(str)
+    batch = np.asarray(batch).astype(str)
+    reasons: dict[str, str] = {}
+    types = np.unique(cell_type)
+    if types.size < MIN_CELL_TYPES:
+        found = f"one cell type ({str(types[0])!r})" if types.size else "no cell type"
+        why = f"{found}: bio-conservation needs at least {MIN_CELL_TYPES} cell types"
+        reasons.update(dict.fromkeys(BIO_SCORES, why))
+    elif types.size >= cell_type.size:
+        why = (
+            f"{types.size} cell types for {cell_type.size} cells: the cell-type silhouette "
+            "needs 2 to n_cells - 1 types"
+        )
+        reasons.update(dict.fromkeys(("asw_cell", "avg_bio", "overall"), why))
+    batches = np.unique(batch)
+    if batches.size < 2:
+        found = f"one batch ({str(batches[0])!r})" if batches.size else "no batch"
+        why = f"{found}: batch correction needs at least 2 batches"
+        for key in BATCH_SCORES:
+            reasons.setdefault(key, why)
+    elif not _batch_silhouette_defined(cell_type, batch):
+        why = (
+            "no cell type has cells in two or more batches (and more cells than batches): "
+            "the batch silhouette is undefined"
+        )
+        for key in ("asw_batch", "avg_batch", "overall"):
+            reasons.setdefault(key, why)
+    return reasons
+
+
+def _batch_silhouette_defined(cell_type: np.ndarray, batch: np.ndarray) -> bool:
+    """Whether some cell type spans 2 or more batches with more cells than batches."""
+    for label in np.unique(cell_type):
+        mask = cell_type == label
+        if 1 < len(np.unique(batch[mask])) < int(mask.sum()):
+            return True
+    return False
+
 
 def aggregate_scores(
     nmi: float, ari: float, asw_cell: float, asw_batch: float, graph_conn: float
@@ -442,14 +529,7 @@ def _silhouette_batch(embedding: np.ndarray, cell_type: np.ndarray, batch: np.nd
     """scib-metrics' batch ASW (1 - |ASW| per cell type); NaN if no cell type spans 2 batches."""
     from scib_metrics import silhouette_batch
 
-    usable = False
-    for label in np.unique(cell_type):
-        mask = cell_type == label
-        n_batches = len(np.unique(batch[mask]))
-        if 1 < n_batches < int(mask.sum()):
-            usable = True
-            break
-    if not usable:
+    if not _batch_silhouette_defined(cell_type, batch):
         warnings.warn(
             "asw_batch is undefined: no cell type is present in two or more batches",
             stacklevel=2,
@@ -458,7 +538,9 @@ def _silhouette_batch(embedding: np.ndarray, cell_type: np.ndarray, batch: np.nd
     return float(silhouette_batch(embedding, cell_type, batch, rescale=True))
 
 
-def _validate(embedding: np.ndarray, cell_type: np.ndarray, batch: np.ndarray) -> np.ndarray:
+def _validate(
+    embedding: np.ndarray, cell_type: np.ndarray, batch: np.ndarray, n_neighbors: int
+) -> np.ndarray:
     embedding = np.asarray(embedding, dtype=np.float32)
     if embedding.ndim != 2:
         raise ValueError(f"embedding must be 2-D (cells x dims); got shape {embedding.shape}")
@@ -467,11 +549,16 @@ def _validate(embedding: np.ndarray, cell_type: np.ndarray, batch: np.ndarray) -
         raise ValueError(
             f"embedding has {n} rows but cell_type has {len(cell_type)} and batch {len(batch)}"
         )
-    if n < 3:
-        raise ValueError(f"need at least 3 cells to score an embedding; got {n}")
     if not np.isfinite(embedding).all():
         bad = int((~np.isfinite(embedding)).any(axis=1).sum())
         raise ValueError(f"embedding has non-finite values in {bad} of {n} cells")
+    if n < n_neighbors:
+        # Below k the graph is not scib's k-neighbour graph (every cell would be linked to
+        # all others), so clustering and connectivity scores would describe another graph.
+        raise ValueError(
+            f"{n} cells cannot be scored: scib's neighbour graph needs at least "
+            f"n_neighbors = {n_neighbors} cells (each cell and its {n_neighbors - 1} neighbours)"
+        )
     return embedding
 
 
@@ -519,13 +606,19 @@ def integration_scores(
     Returns
     -------
     Every name in :data:`HEADLINE_METRICS` and ``cluster_resolution`` (and the rest of
-    :data:`EXTRA_METRICS` when ``extra``).
-    """
-    import scib_metrics
+    :data:`EXTRA_METRICS` when ``extra``). Scores the labels leave undefined
+    (:func:`undefined_scores`, e.g. bio-conservation of a single cell type) are NaN.
 
+    Raises
+    ------
+    ValueError
+        For fewer cells than ``n_neighbors``, mismatched lengths or non-finite values.
+    """
     cell_type = np.asarray(cell_type).astype(str)
     batch = np.asarray(batch).astype(str)
-    embedding = _validate(embedding, cell_type, batch)
+    embedding = _validate(embedding, cell_type, batch, n_neighbors)
+    undefined = undefined_scores(cell_type, batch)
+    import scib_metrics  # after the checks: its import (JAX) takes seconds
 
     k_max = n_neighbors
     if extra:
@@ -537,8 +630,16 @@ def integration_scores(
     connectivities = knn_connectivities(graph)
 
     scores: dict[str, float] = {}
-    scores.update(cluster_nmi_ari(connectivities, cell_type, clustering=clustering))
-    scores["asw_cell"] = float(scib_metrics.silhouette_label(embedding, cell_type, rescale=True))
+    if "nmi" in undefined:  # one cell type: clustering it would score 1.0 for nothing
+        check_clustering(clustering)
+        scores.update(nmi=math.nan, ari=math.nan, cluster_resolution=math.nan)
+    else:
+        scores.update(cluster_nmi_ari(connectivities, cell_type, clustering=clustering))
+    scores["asw_cell"] = (
+        math.nan
+        if "asw_cell" in undefined
+        else float(scib_metrics.silhouette_label(embedding, cell_type, rescale=True))
+    )
     scores["asw_batch"] = _silhouette_batch(embedding, cell_type, batch)
     scores["graph_conn"] = graph_connectivity(connectivities, cell_type)
     scores.update(
@@ -590,7 +691,11 @@ def _extra_scores(
             # NaN for cell types found in one batch only; numpy warns on an all-NaN mean.
             warnings.simplefilter("ignore", RuntimeWarning)
             out["kbet"] = float(scib_metrics.kbet_per_label(kbet_graph, batch, cell_type))
-    out["isolated_labels"] = float(scib_metrics.isolated_labels(embedding, cell_type, batch))
+    out["isolated_labels"] = (
+        float(scib_metrics.isolated_labels(embedding, cell_type, batch))
+        if n_types >= MIN_CELL_TYPES
+        else math.nan
+    )
     if x_pre is not None and n_batches > 1:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "score is negative ... set to 0"

@@ -45,6 +45,15 @@ LABEL_KEY = "cell_type"
 SPLIT_KEY = "split"
 TRAIN_VAL_KEY = "train_val"
 
+MIN_CELL_TYPES = 2
+"""Cell types the reference and the query need. A one-type reference leaves nothing to
+learn (every prediction is that type), so the task refuses it; a one-type query makes the
+macro averages (over cell types) the scores of one type, so they are undefined there and only
+accuracy is reported."""
+
+MACRO_METRICS: tuple[str, ...] = ("precision", "recall", "macro_f1")
+"""The scores that average over cell types."""
+
 
 def train_val_partition(labels: np.ndarray, *, seed: int, val_fraction: float = 0.1) -> np.ndarray:
     """Stratified random train / validation partition of reference cells.
@@ -152,6 +161,12 @@ class AnnotationTask(Task):
         query.obs = query.obs.drop(columns=[LABEL_KEY, *copies])
 
         reference_labels = sorted(np.unique(reference.obs[LABEL_KEY].astype(str)).tolist())
+        if len(reference_labels) < MIN_CELL_TYPES:
+            raise ValueError(
+                f"task {self.name!r}: the reference has {len(reference_labels)} cell type "
+                f"{reference_labels}; annotation needs at least {MIN_CELL_TYPES} (with one, "
+                "every method predicts it and the scores measure nothing)"
+            )
         query_labels = sorted(np.unique(truth).tolist())
         unseen = sorted(set(query_labels) - set(reference_labels))
         if unseen:
@@ -220,11 +235,24 @@ class AnnotationTask(Task):
         write_json(meta, written[-1])
         return written
 
-    def score(self, output: Any, inputs: dict[str, Any], *, seed: int) -> dict[str, float]:
-        """Paper metrics on the query, per-class F1 and the unseen-label counts."""
+    def score(self, output: Any, inputs: dict[str, Any], *, seed: int) -> dict[str, Any]:
+        """Paper metrics on the query, per-class F1 and the unseen-label counts.
+
+        With one cell type in the query the macro averages are NaN and listed with their
+        reason under ``"undefined"`` (``{score: reason}``), which the table shows.
+        """
         truth = inputs["truth"]
         predicted = predictions_array(output, len(truth))
-        scores = annotation_scores(truth, predicted)
+        scores: dict[str, Any] = dict(annotation_scores(truth, predicted))
+        query_labels = inputs["query_labels"]
+        if len(query_labels) < MIN_CELL_TYPES:
+            why = (
+                f"the query has one cell type ({query_labels[0]!r}): a macro average over "
+                f"cell types needs at least {MIN_CELL_TYPES}"
+            )
+            for key in MACRO_METRICS:
+                scores[key] = float("nan")
+            scores["undefined"] = dict.fromkeys(MACRO_METRICS, why)
         seen = ~np.isin(truth, inputs["unseen_query_labels"])
         scores["n_query_cells"] = float(truth.size)
         scores["n_unseen_query_labels"] = float(len(inputs["unseen_query_labels"]))

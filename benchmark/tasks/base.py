@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the job's parent process imports this module and needs no anndata
     import anndata as ad
+    import scipy.sparse as sp
+
+log = logging.getLogger(__name__)
 
 
 class Task(abc.ABC):
@@ -97,3 +101,57 @@ class Task(abc.ABC):
         included: skip them). The default draws nothing.
         """
         return []
+
+
+def drop_empty_cells(
+    adata: ad.AnnData, counts: sp.csr_matrix, task: str
+) -> tuple[ad.AnnData, sp.csr_matrix]:
+    """The cells with at least one count, and their rows of ``counts``.
+
+    A cell without a single count (an empty droplet left in a download) holds no expression,
+    so no method can place it: scoring it would grade where each method happens to put a
+    vector of zeros. Such cells are dropped for every method alike (scIB's and scanpy's
+    pipelines filter them before integrating) with a warning that names how many, which the
+    run records (``run.json`` ``warnings``) and the table shows beside the row.
+
+    Parameters
+    ----------
+    adata
+        The standard dataset.
+    counts
+        Its raw counts (cells x features), in ``adata``'s cell order.
+    task
+        Task name, for the messages.
+
+    Returns
+    -------
+    ``(adata, counts)`` without the empty cells (``adata`` as a view; the inputs themselves
+    when there are none).
+
+    Raises
+    ------
+    ValueError
+        If every cell is empty.
+    """
+    import numpy as np
+
+    empty = np.asarray(counts.sum(axis=1)).ravel() <= 0
+    n_empty = int(empty.sum())
+    if not n_empty:
+        return adata, counts
+    examples = adata.obs_names[empty][:3].tolist()
+    if n_empty == adata.n_obs:
+        raise ValueError(
+            f"{task}: all {n_empty} cells of the dataset have no counts (e.g. {examples}); "
+            "nothing can be integrated or scored"
+        )
+    log.warning(
+        "%s: %d of %d cells have no counts in any feature (e.g. %s) and are left out for "
+        "every method: an empty cell cannot be placed, so it cannot be scored",
+        task,
+        n_empty,
+        adata.n_obs,
+        examples,
+    )
+    keep = ~empty
+    return adata[keep], counts[keep]

@@ -36,8 +36,9 @@ from benchmark.metrics.integration import (
     HEADLINE_METRICS,
     check_clustering,
     integration_scores,
+    undefined_scores,
 )
-from benchmark.tasks.base import Task
+from benchmark.tasks.base import Task, drop_empty_cells
 
 N_HVG = 1200
 """HVGs shared by all methods (the paper's number)."""
@@ -128,6 +129,8 @@ class IntegrationTask(Task):
             raise ValueError("integration: dataset obs_names are not unique")
         if not adata.var_names.is_unique:
             raise ValueError("integration: dataset var_names are not unique")
+        counts = _counts(adata)
+        adata, counts = drop_empty_cells(adata, counts, self.name)
         batch = adata.obs[BATCH_KEY].astype(str).to_numpy()
         n_batches = len(np.unique(batch))
         if n_batches < 2:
@@ -135,7 +138,6 @@ class IntegrationTask(Task):
                 f"integration: obs[{BATCH_KEY!r}] has {n_batches} batch; integration needs >= 2"
             )
 
-        counts = _counts(adata)
         full = ad.AnnData(
             X=counts,
             obs=pd.DataFrame({BATCH_KEY: pd.Categorical(batch)}, index=adata.obs_names.copy()),
@@ -215,7 +217,11 @@ class IntegrationTask(Task):
         return paths
 
     def score(self, output: Any, inputs: dict[str, Any], *, seed: int) -> dict[str, Any]:
-        """The paper's scIB scores (see :mod:`benchmark.metrics.integration`) plus extras."""
+        """The paper's scIB scores (see :mod:`benchmark.metrics.integration`) plus extras.
+
+        Scores the labels leave undefined (one cell type, ...) are NaN and listed with their
+        reason under ``"undefined"`` (``{score: reason}``), which the table shows.
+        """
         from baselines.pca import pca_embedding
 
         truth = inputs["truth"]
@@ -235,6 +241,9 @@ class IntegrationTask(Task):
         )
         scores["n_dims"] = float(embedding.shape[1])
         scores["clustering"] = self.clustering  # the definition behind nmi/ari, for the table
+        undefined = undefined_scores(truth[CELL_TYPE_KEY], truth[BATCH_KEY])
+        if undefined:  # why a score is NaN, recorded for the table's status note
+            scores["undefined"] = undefined
         return scores
 
     def figures(self, run_dirs: list[Path], dataset_path: Path, out_dir: Path) -> list[Path]:

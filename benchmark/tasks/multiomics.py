@@ -64,8 +64,9 @@ from benchmark.metrics.integration import (
     HEADLINE_METRICS,
     check_clustering,
     integration_scores,
+    undefined_scores,
 )
-from benchmark.tasks.base import Task
+from benchmark.tasks.base import Task, drop_empty_cells
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,7 @@ class MultiomicsTask(Task):
         self._check_dataset(adata)
         modality = adata.var["modality"].astype(str).to_numpy()
         counts = _counts(adata)
+        adata, counts = drop_empty_cells(adata, counts, self.name)
         batch = adata.obs[BATCH_KEY].astype(str).to_numpy()
         has = _has_modalities(adata, counts, modality)
         present = [m for m in MODALITIES if (modality == m).any() and has[m].any()]
@@ -368,14 +370,19 @@ class MultiomicsTask(Task):
             clustering=self.clustering,
             x_pre=x_pre,
         )
+        undefined = undefined_scores(truth[CELL_TYPE_KEY], truth[BATCH_KEY])
         if n_batches < 2:
             # One batch: nothing to mix (the paper reports no batch scores for such a set).
+            why = undefined.get("asw_batch", "one batch: nothing to mix")
             for key in BATCH_METRICS:
                 if key in scores:
                     scores[key] = math.nan
+                    undefined[key] = why
         scores["n_dims"] = float(embedding.shape[1])
         scores["n_batches"] = float(n_batches)
         scores["clustering"] = self.clustering
+        if undefined:  # why a score is NaN, recorded for the table's status note
+            scores["undefined"] = undefined
         return scores
 
     def figures(self, run_dirs: list[Path], dataset_path: Path, out_dir: Path) -> list[Path]:

@@ -261,6 +261,8 @@ def predict_classifier(
         cls_value=cfg.pad_value,
         n_bins=cfg.n_bins,
         seed=seed,
+        # A cell's prediction depends on the cell, not on its position or on the chunking.
+        draws="content",
     )
     collate = Collator(vocab.pad_id, cfg.pad_value)
     proba = np.zeros((adata.n_obs, len(classes)), dtype=np.float32)

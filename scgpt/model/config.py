@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,6 +226,7 @@ class ModelConfig:
         *,
         ntoken: int,
         pad_token_id: int,
+        source: str | os.PathLike[str] | None = None,
         **overrides: Any,
     ) -> ModelConfig:
         """Build from an official (or our) ``args.json``.
@@ -236,30 +239,49 @@ class ModelConfig:
             Vocabulary size (from ``vocab.json``; ``args.json`` does not hold it).
         pad_token_id
             Index of the pad token in the vocabulary.
+        source
+            The file ``args`` was read from, named in errors (default: ``args`` if it is a
+            path).
         **overrides
             Field values taking precedence over the file.
 
         Returns
         -------
         ModelConfig
+
+        Raises
+        ------
+        CorruptCheckpointError
+            A value of the file has the wrong type (the message names the file, the key, the
+            value and the expected type) or an invalid value.
         """
         if not isinstance(args, Mapping):
             path = Path(args)
             if not path.is_file():
                 raise FileNotFoundError(f"args.json not found: {path}")
             args = read_args_json(path)
+            source = source or path
+        where = str(source) if source is not None else "args.json"
         names = {f.name for f in dataclasses.fields(cls)} - {"extra", "ntoken", "pad_token_id"}
         values: dict[str, Any] = {}
         extra: dict[str, Any] = {}
+        key_of: dict[str, str] = {}  # field -> the args.json key it was read from
         # aliases first so that our own field names (written by to_args_json) win
         for key, val in args.items():
             if key in _ARGS_ALIASES and _ARGS_ALIASES[key] in names:
-                values.setdefault(_ARGS_ALIASES[key], val)
+                if _ARGS_ALIASES[key] not in values:
+                    values[_ARGS_ALIASES[key]] = val
+                    key_of[_ARGS_ALIASES[key]] = key
         for key, val in args.items():
             if key in names:
                 values[key] = val
+                key_of[key] = key
             elif key not in _ARGS_ALIASES:
                 extra[key] = val
+        hints = typing.get_type_hints(cls)
+        for name, key in key_of.items():
+            if name not in overrides:
+                values[name] = _typed_arg(values[name], hints[name], where, key, name)
         if "pre_norm" in args and "norm_scheme" not in args:
             values["norm_scheme"] = "pre" if args["pre_norm"] else "post"
         unknown = set(overrides) - names
@@ -271,7 +293,10 @@ class ModelConfig:
         for key in ("pad_value", "mask_value", "dropout", "ecs_threshold", "max_value"):
             if key in values and values[key] is not None:
                 values[key] = float(values[key])
-        return cls(ntoken=int(ntoken), pad_token_id=int(pad_token_id), extra=extra, **values)
+        try:
+            return cls(ntoken=int(ntoken), pad_token_id=int(pad_token_id), extra=extra, **values)
+        except ValueError as err:  # __post_init__'s checks of values and their combinations
+            raise CorruptCheckpointError(f"{where}: invalid model configuration: {err}") from None
 
     def to_args_json(self) -> dict[str, Any]:
         """``args.json`` content: the official key names plus every field of this config.
@@ -307,6 +332,42 @@ class ModelConfig:
         return out
 
 
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _typed_arg(value: Any, hint: Any, source: str, key: str, field_name: str) -> Any:
+    """``value`` of ``args.json`` key ``key`` as field ``field_name``'s type (ints and floats
+    converted where exact), or :class:`CorruptCheckpointError` naming file, key, value, type.
+
+    A wrong type would otherwise surface far from the file, e.g. ``'str' object cannot be
+    interpreted as an integer`` while the layers are built.
+    """
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        if option is bool and (isinstance(value, bool) or (type(value) is int and value in (0, 1))):
+            return bool(value)  # official scripts sometimes write flags as 0 / 1
+        if option is int and type(value) is int:
+            return value
+        if option is int and type(value) is float and value.is_integer():
+            return int(value)
+        if option is float and type(value) in (int, float):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+    expected = " or ".join(
+        "null"
+        if option is type(None)
+        else _TYPE_WORDS.get(option, getattr(option, "__name__", str(option)))
+        for option in options
+    )
+    shown = "" if key == field_name else f" (ModelConfig.{field_name})"
+    raise CorruptCheckpointError(
+        f"{source}: {key!r}{shown} is {value!r} ({type(value).__name__}); expected {expected}"
+    )
+
+
 class CorruptCheckpointError(ValueError):
     """A checkpoint file that exists but cannot be what it claims to be (the message names it)."""
 
@@ -315,7 +376,7 @@ def read_args_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint's ``args.json``, naming the file when it is not a JSON object."""
     path = Path(path)
     try:
-        args = json.loads(path.read_text())
+        args = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CorruptCheckpointError(
             f"{path} is not valid JSON ({err}); expected the model's hyper-parameters as a "

@@ -10,6 +10,70 @@ from pathlib import Path
 from typing import Any
 
 
+class OptionRangeError(ValueError):
+    """A pre-training option outside the values it can take.
+
+    Attributes
+    ----------
+    option
+        The option's name (a :class:`PretrainConfig` field).
+    detail
+        What is wrong, without the name (e.g. ``"must be > 0; got -1.0"``).
+    """
+
+    def __init__(self, option: str, detail: str) -> None:
+        self.option = option
+        self.detail = detail
+        super().__init__(f"{option} {detail}")
+
+
+# Allowed values of the numeric options, as (lowest, lowest included, highest, highest
+# included); None for no bound. An option may be None where its type allows it (= off).
+_RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
+    **dict.fromkeys(
+        (
+            "d_model",
+            "nlayers",
+            "nhead",
+            "d_hid",
+            "n_bins",
+            "max_seq_len",
+            "epochs",
+            "max_steps",
+            "chunk_size",
+            "num_threads",
+            "save_every",
+            "keep_checkpoints",
+            "log_every",
+            "stop_after_steps",
+        ),
+        (1, True, None, False),
+    ),
+    **dict.fromkeys(
+        ("warmup_steps", "prefetch", "seed", "cell_prompt_after", "weight_decay", "max_grad_norm"),
+        (0, True, None, False),
+    ),
+    "lr": (0, False, None, False),
+    "normalize_total": (0, False, None, False),
+    "dropout": (0, True, 1, False),
+    "min_lr_ratio": (0, True, 1, True),
+}
+
+
+def _range_text(low: float | None, low_in: bool, high: float | None, high_in: bool) -> str:
+    if high is None:
+        return f"{'>=' if low_in else '>'} {low}"
+    return f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+
+
+def _outside(
+    value: float, low: float | None, low_in: bool, high: float | None, high_in: bool
+) -> bool:
+    below = low is not None and (value < low if low_in else value <= low)
+    above = high is not None and (value > high if high_in else value >= high)
+    return below or above
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """Everything a pre-training run needs (the YAML file holds the same keys).
@@ -126,6 +190,15 @@ class PretrainConfig:
             for f in self.data_fractions:
                 if not 0.0 < f <= 1.0:
                     raise ValueError(f"data_fractions must be in (0, 1], got {f}")
+        # Values a run would accept and then act on wrongly: lr <= 0 never learns (or climbs
+        # the loss), epochs 0 exports an untrained model, save_every 0 divides by zero.
+        for name, bounds in _RANGES.items():
+            value = getattr(self, name)
+            if value is not None and _outside(value, *bounds):
+                raise OptionRangeError(name, f"must be {_range_text(*bounds)}; got {value!r}")
+        for beta in self.betas:
+            if not 0.0 <= beta < 1.0:
+                raise OptionRangeError("betas", f"must be in [0, 1); got {list(self.betas)}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> PretrainConfig:

@@ -5,6 +5,8 @@ from benchmark import workflow as wf
 
 # Relative to this file, not to the main Snakefile: a workflow that includes ours still finds it.
 SCHEMA = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[1] / "config" / "schema.yaml"
+# Snakemake's YAML reading keeps the last of two equal keys without a word: refuse them first.
+wf.check_config_files(workflow.configfiles)
 wf.validate_config(config, SCHEMA)
 PLAN = wf.WorkflowPlan.from_config(config)
 

@@ -16,6 +16,9 @@ rule download_file:
         "../scripts/download_file.py"
 
 
+# A dataset that cannot be built does not fail the job: its output becomes a failure record
+# (JSON, never mistaken for an h5ad), its runs become failed rows with the error, and the
+# task's other datasets and table go ahead. Delete the record to retry.
 rule standardise_dataset:
     input:
         lambda wc: [

@@ -1,9 +1,14 @@
 # Tables (measured beside the paper's values) and figures per task.
 
 
+# Tables and figures are rebuilt from exactly the planned runs. The run folders are inputs
+# too: Snakemake never rebuilds a missing run.json of an up-to-date table, but removing a run
+# folder (or a file in it) changes the folder's time, which redoes the table and the run
+# (WorkflowPlan.run_folders; a dry run creates no folder).
 rule task_table:
     input:
-        lambda wc: PLAN.runs_of(wc.task),
+        runs=lambda wc: PLAN.runs_of(wc.task),
+        folders=lambda wc: PLAN.run_folders(wc.task, create=not workflow.dryrun),
     output:
         md=report(
             f"{RESULTS}/tables/{{task}}.md",
@@ -21,6 +26,7 @@ rule task_table:
 rule task_figures:
     input:
         runs=lambda wc: PLAN.runs_of(wc.task, wc.dataset),
+        folders=lambda wc: PLAN.run_folders(wc.task, wc.dataset, create=not workflow.dryrun),
         dataset=lambda wc: PLAN.dataset_path(wc.dataset),
     output:
         report(

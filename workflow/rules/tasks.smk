@@ -18,6 +18,11 @@ rule run_method:
         checkpoint=lambda wc: (
             PLAN.checkpoint_dir() if PLAN.needs_checkpoint(wc.task, wc.method) else None
         ),
+        # Not used by the script: a failed run is redone when its method's mem_mb, runtime
+        # or gpu change (Snakemake's params trigger), a successful one is not.
+        retry_resources=lambda wc: PLAN.retry_resources(
+            wf.Job(wc.task, wc.dataset, wc.method, int(wc.seed))
+        ),
     # Long jobs first (scGPT fine-tunings by default), so that short baselines fill the gaps:
     # on 2 cores, long jobs started last stretched the demo's tail by minutes.
     priority: lambda wc: PLAN.priority(wc.task, wc.method)

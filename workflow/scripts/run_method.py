@@ -23,5 +23,12 @@ with job_logging(snakemake.log[0]):
         checkpoint=snakemake.params.checkpoint,
         threads=snakemake.threads,
         metric_options=snakemake.params.metric_options,
+        # What the job got, recorded in run.json: the plan redoes a failed run when they change.
+        resources={
+            "mem_mb": snakemake.resources.mem_mb,
+            "runtime": snakemake.resources.runtime,
+            "gpu": snakemake.resources.gpu,
+            "threads": snakemake.threads,
+        },
         log_path=snakemake.log[0],
     )

@@ -8,7 +8,7 @@ snakemake = globals()["snakemake"]
 task = get_task(snakemake.wildcards.task)
 with job_logging(snakemake.log[0]):
     write_task_table(
-        snakemake.input,
+        snakemake.input.runs,  # the planned runs only (not the folders beside them)
         task.metrics,
         snakemake.output.csv,
         snakemake.output.md,
