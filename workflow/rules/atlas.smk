@@ -5,13 +5,13 @@
 #   snakemake --cores 1 --forcerun pretrain_sim_atlas -- pretrain_sim_atlas
 # then update the sha256 of the registry entry (benchmarks/pretraining_quality.py reports
 # what the model learnt).
-import yaml
+from benchmark.yamlfile import load_yaml
 
 SIM_ATLAS_SETTINGS = "config/pretrain_sim_atlas.yaml"
 
 
 def _sim_atlas_corpus():
-    return yaml.safe_load(Path(SIM_ATLAS_SETTINGS).read_text())["corpus"]
+    return load_yaml(SIM_ATLAS_SETTINGS)["corpus"]
 
 
 rule build_sim_atlas_corpus:
@@ -32,7 +32,7 @@ rule pretrain_sim_atlas:
     output:
         [f"results/model/sim_atlas/{name}" for name in (*wf.CHECKPOINT_FILES, "loss.csv")],
     params:
-        settings=lambda wc, input: yaml.safe_load(Path(input[1]).read_text())["settings"],
+        settings=lambda wc, input: load_yaml(input[1])["settings"],
         out_dir="results/model/sim_atlas",
         work_dir="results/model/sim_atlas_work",
     threads: 1

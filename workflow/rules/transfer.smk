@@ -4,15 +4,12 @@
 # of `rule all` or `transfer`: the models are committed under results/model/transfer/ and
 # registered as checkpoints (copied with a checksum check). Each took 4-12 minutes on one thread:
 #   nice -n 10 snakemake --cores 1 pretrain_series
-import yaml
+from benchmark.yamlfile import load_yaml
 
 SERIES_SETTINGS = "config/pretrain_transfer.yaml"
 # Read relative to this file: a run with --directory elsewhere still finds it.
-SERIES = yaml.safe_load(
-    (
-        Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[1]
-        / SERIES_SETTINGS
-    ).read_text()
+SERIES = load_yaml(
+    Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[1] / SERIES_SETTINGS
 )
 SERIES_MODEL_DIR = "results/model/transfer"
 
