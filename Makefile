@@ -12,11 +12,12 @@ setup:
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 
-## Run the test suite (offline, CPU, a few minutes)
+## Run the test suite (offline, CPU, a few minutes): one pytest-xdist worker per core, each
+## test module on one worker (tests/conftest.py groups them and starts the slow ones first)
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(CORES) --dist loadgroup --no-loadscope-reorder
 
 ## One HTML report of the demo run (and screenshots when chromium is installed)
 report: setup

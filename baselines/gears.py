@@ -42,8 +42,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from baselines.registry import register
-from benchmark.conditions import CTRL, format_condition, parse_condition
+from contract.conditions import CTRL, format_condition, parse_condition
+from contract.registry import register
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from baselines.registry import register
+from contract.registry import register
 
 
 def _dense(matrix) -> np.ndarray:

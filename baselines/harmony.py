@@ -7,8 +7,8 @@ import logging
 import anndata as ad
 import numpy as np
 
-from baselines.pca import log_normalized, pca_embedding
-from baselines.registry import register
+from contract.pca import log_normalized, pca_embedding
+from contract.registry import register
 
 
 @register("integration", "harmony", label="Harmony")

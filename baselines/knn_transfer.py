@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from baselines.registry import register
+from contract.registry import register
 
 log = logging.getLogger(__name__)
 

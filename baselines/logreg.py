@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 
 from baselines.knn_transfer import log_normalised_hvg
-from baselines.registry import register
+from contract.registry import register
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from baselines.pca import pca_embedding
-from baselines.registry import register
+from contract.pca import pca_embedding
+from contract.registry import register
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from baselines.registry import register
 from baselines.totalvi import modality_counts
+from contract.registry import register
 
 MUDATA_KEYS: dict[str, str] = {"rna": "rna_layer", "atac": "atac_layer", "protein": "protein_layer"}
 """``setup_mudata(modalities=...)`` key of each modality."""

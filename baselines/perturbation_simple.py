@@ -22,8 +22,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from baselines.registry import register
-from benchmark.conditions import CTRL, parse_condition
+from contract.conditions import CTRL, parse_condition
+from contract.registry import register
 
 
 def _check_train(train: ad.AnnData, conditions: list[str]) -> None:

@@ -37,9 +37,9 @@ import pandas as pd
 
 from baselines.gears import gears
 from baselines.perturbation_simple import additive, linear
-from baselines.registry import register
 from baselines.scgpt_perturbation import scgpt_perturbation, scgpt_scratch_perturbation
-from benchmark.conditions import CTRL, parse_condition
+from contract.conditions import CTRL, parse_condition
+from contract.registry import register
 
 SIMILARITIES: tuple[str, ...] = ("pearson_delta", "euclidean")
 """How a query is compared with a predicted profile (module docstring)."""

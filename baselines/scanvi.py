@@ -23,7 +23,7 @@ import logging
 
 import numpy as np
 
-from baselines.registry import register
+from contract.registry import register
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.registry import register
+from contract.registry import register
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import anndata as ad
 import numpy as np
 
 from baselines._scgpt_common import load_model, vocabulary_genes
-from baselines.registry import register
+from contract.registry import register
 
 log = logging.getLogger(__name__)
 

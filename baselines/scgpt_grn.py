@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from baselines._scgpt_common import load_model, vocabulary_mask
-from baselines.registry import register
+from contract.registry import register
 
 log = logging.getLogger(__name__)
 

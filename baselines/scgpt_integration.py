@@ -26,7 +26,7 @@ import anndata as ad
 import numpy as np
 
 from baselines._scgpt_common import load_model, vocabulary_genes
-from baselines.registry import register
+from contract.registry import register
 
 
 def _check_batches(adata: ad.AnnData, batch_key: str) -> None:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from baselines._scgpt_common import load_model, vocabulary_genes
 from baselines.knn_transfer import Backend, knn_transfer
-from baselines.registry import register
+from contract.registry import register
 
 log = logging.getLogger(__name__)
 

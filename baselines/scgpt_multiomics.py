@@ -26,7 +26,7 @@ import anndata as ad
 import numpy as np
 
 from baselines._scgpt_common import load_model
-from baselines.registry import register
+from contract.registry import register
 
 
 def _batch_key(adata: ad.AnnData, batch_key: str | None) -> str:

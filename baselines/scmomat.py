@@ -37,7 +37,7 @@ from baselines._multiomics_input import (
     feature_masks,
     linked_genes,
 )
-from baselines.registry import register
+from contract.registry import register
 
 if TYPE_CHECKING:
     import torch

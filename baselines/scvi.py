@@ -6,7 +6,7 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from baselines.registry import register
+from contract.registry import register
 
 
 @register("integration", "scvi", label="scVI")

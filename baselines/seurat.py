@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from baselines.registry import register
+from contract.registry import register
 
 R_SCRIPT = Path(__file__).with_name("seurat.R")
 """R functions ``scgpt_bench_integrate`` and ``scgpt_bench_transfer``."""

@@ -26,8 +26,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from baselines.multiomics_pca import has_modality, lsi_embedding, modality_matrix
-from baselines.pca import pca_embedding
-from baselines.registry import register
+from contract.pca import pca_embedding
+from contract.registry import register
 
 R_SCRIPT = Path(__file__).with_name("seurat_wnn.R")
 """R function ``scgpt_bench_wnn``."""

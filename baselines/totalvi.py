@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from baselines.registry import register
+from contract.registry import register
 
 
 def modality_counts(adata: ad.AnnData, modality: str, what: str) -> sp.csr_matrix:

@@ -19,11 +19,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from baselines.registry import get_method
 from benchmark.failed_datasets import FailedDatasetError, check_standard_file
 from benchmark.io import DiskFullError, disk_full_error, free_space, is_disk_full, write_json
 from benchmark.numba_cache import cache_umap_kernels
 from benchmark.tasks import get_task
+from contract.registry import get_method
 
 log = logging.getLogger(__name__)
 

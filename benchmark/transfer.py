@@ -403,6 +403,39 @@ class TransferPlan:
             return f"{self.data_dir}/checkpoints/{spec['checkpoint']}"
         return f"{self.results_dir}/model/transfer/{model}"
 
+    def needs_checkpoint(self, task: str, method: str) -> bool:
+        """Whether the method takes a scGPT checkpoint (then the series model's is passed)."""
+        from contract.registry import get_method
+
+        return get_method(task, method).needs_checkpoint
+
+    def checkpoint_inputs(self, model: str, task: str, method: str) -> list[str]:
+        """The checkpoint files a run waits for (none for methods without a checkpoint)."""
+        if not self.needs_checkpoint(task, method):
+            return []
+        from benchmark.checkpoints import REQUIRED_FILES
+
+        folder = self.checkpoint_dir(model)
+        return [f"{folder}/{name}" for name in REQUIRED_FILES]
+
+    def checkpoint_param(self, model: str, task: str, method: str) -> str | None:
+        """The ``checkpoint=`` a run's method receives (``None`` without one)."""
+        return self.checkpoint_dir(model) if self.needs_checkpoint(task, method) else None
+
+    @staticmethod
+    def method_params(plan: Any, config: Mapping[str, Any], task: str, method: str) -> dict:
+        """The method's parameters as the main config sets them (none if it lists no such method).
+
+        ``plan`` is the workflow's :class:`~benchmark.workflow.WorkflowPlan`.
+        """
+        configured = config["tasks"].get(task, {}).get("methods", {})
+        return plan.method_params(task, method) if method in configured else {}
+
+    @staticmethod
+    def metric_options(plan: Any, config: Mapping[str, Any], task: str) -> dict:
+        """The task's metric options of the main config (defaults when it has no such task)."""
+        return plan.metric_options(task) if task in config["tasks"] else {}
+
     def run_files(self) -> list[str]:
         """Every run's ``run.json``."""
         return [f"{run.run_dir(self.results_dir)}/run.json" for run in self.runs]

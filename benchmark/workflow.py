@@ -19,13 +19,14 @@ from typing import Any
 
 import yaml
 
-from baselines.registry import ParameterTypeError, get_method, list_methods
+from benchmark.checkpoints import REQUIRED_FILES
 from benchmark.datasets import DatasetError, check_builder_params, load_registry
 from benchmark.pretraining import pretrain_config
 from benchmark.tasks import get_task
 from benchmark.yamlfile import YamlFileError, load_yaml
+from contract.registry import ParameterTypeError, get_method, list_methods
 
-CHECKPOINT_FILES = ("args.json", "vocab.json", "best_model.pt")
+CHECKPOINT_FILES = REQUIRED_FILES
 DEFAULT_RESOURCES = {"mem_mb": 4000, "runtime": 60, "threads": 1, "gpu": 0}
 # The resources whose change redoes a failed run (threads are left out: Snakemake lowers a
 # job's threads to --cores, so the recorded value need not be the config's).

@@ -36,9 +36,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from baselines.perturbation_simple import pseudobulk, train_mean
-from benchmark.conditions import parse_condition
 from benchmark.io import write_json
 from benchmark.tasks.perturbation import TASK
+from contract.conditions import parse_condition
 
 
 def _as_prediction(X: np.ndarray, inputs: dict) -> ad.AnnData:

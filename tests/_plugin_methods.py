@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from baselines.registry import register
+from contract.registry import register
 
 
 @register("annotation", "majority_label", label="Majority label")

@@ -1,7 +1,10 @@
-"""Shared fixtures: a real HTTP server on 127.0.0.1 for download tests."""
+"""Shared set-up: one thread per core for parallel runs (pytest-xdist, ``make test``), the
+order and grouping of test modules between the workers, and a real HTTP server on 127.0.0.1
+for download tests."""
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -12,6 +15,59 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
+# --- parallel runs (pytest-xdist) -------------------------------------------------------------
+# The thread pools that torch, numba and the BLAS libraries size from the environment when
+# they are loaded (the runner's THREAD_ENV_VARS).
+THREAD_ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
+
+
+def _worker_threads() -> int | None:
+    """Each xdist worker's share of the cores; None when not run by pytest-xdist."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // int(workers))
+
+
+WORKER_THREADS = _worker_threads()
+if WORKER_THREADS is not None:
+    # Two workers on two cores that each started two threads per pool would oversubscribe the
+    # machine (idle OpenMP/BLAS threads spin). The test modules import torch and numba after
+    # this file, so the environment sizes their pools; numpy's BLAS is already loaded (by a
+    # pytest plugin), so it is limited directly. Subprocesses inherit the environment; the
+    # method runner sets its own job's threads.
+    for _name in THREAD_ENV_VARS:
+        os.environ[_name] = str(WORKER_THREADS)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=WORKER_THREADS)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep each test module on one xdist worker, and start the slow modules first.
+
+    ``--dist loadgroup`` (``make test``) sends each ``xdist_group`` to one worker. Every test
+    without an explicit group is put in its module's group, so that module-scoped fixtures
+    (trained models, simulated data) are built once, not once per worker. A module with a
+    test marked ``slow`` is moved to the front (order within a module is kept; with
+    ``--no-loadscope-reorder`` xdist hands out the groups in this order), so that no worker
+    is left running a long module alone at the end.
+    """
+    modules: dict[str, bool] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        modules[module] = modules.get(module, False) or item.get_closest_marker("slow") is not None
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(module))
+    items.sort(key=lambda item: not modules[item.nodeid.split("::", 1)[0]])  # stable
 
 
 @dataclass

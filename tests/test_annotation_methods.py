@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.registry import get_method
 from benchmark.simulate import simulate_celltypes
 from benchmark.tasks.annotation import TASK
+from contract.registry import get_method
 
 torch.set_num_threads(1)
 

@@ -26,7 +26,7 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from baselines import registry
+from contract import registry
 from benchmark import runner, tables
 from benchmark.datasets import load_registry
 from benchmark.datasets.errors import RegistryError

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from baselines import registry
+from contract import registry
 from benchmark import runner, tables
 from benchmark.io import atomic_path, write_json
 from benchmark.tasks.base import Task

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from baselines import registry
+from contract import registry
 from benchmark.metrics.integration import HEADLINE_METRICS, integration_scores
 from benchmark.runner import run_method
 from benchmark.tables import paper_values

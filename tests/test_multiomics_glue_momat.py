@@ -9,8 +9,8 @@ import torch
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
-from baselines.registry import get_method
 from benchmark.simulate import simulate_multiome
+from contract.registry import get_method
 
 torch.set_num_threads(1)
 

@@ -11,8 +11,6 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from baselines.registry import get_method
-from benchmark.conditions import normalise_condition
 from benchmark.runner import run_method
 from benchmark.simulate import simulate_perturbation
 from benchmark.tasks import get_task
@@ -23,6 +21,8 @@ from benchmark.tasks.perturbation_expansion import (
     label_clusters,
     program_labels,
 )
+from contract.conditions import normalise_condition
+from contract.registry import get_method
 
 
 def test_dominant_gene_labelling() -> None:

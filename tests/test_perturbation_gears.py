@@ -21,9 +21,9 @@ from baselines.gears import (
     resolve_gene2go,
 )
 from baselines.perturbation_simple import no_change, train_mean
-from benchmark.conditions import normalise_condition
 from benchmark.simulate import simulate_perturbation
 from benchmark.tasks.perturbation import TASK
+from contract.conditions import normalise_condition
 
 pytest.importorskip("gears")
 

@@ -7,14 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from benchmark.conditions import (
-    format_condition,
-    n_seen,
-    normalise_condition,
-    parse_condition,
-    perturbed_genes,
-    subgroup,
-)
 from benchmark.metrics.perturbation import (
     NAN_POLICIES,
     apply_nan_policy,
@@ -25,6 +17,14 @@ from benchmark.metrics.perturbation import (
     non_dropout_de,
     pearson,
     pearson_delta,
+)
+from contract.conditions import (
+    format_condition,
+    n_seen,
+    normalise_condition,
+    parse_condition,
+    perturbed_genes,
+    subgroup,
 )
 
 # A control that varies over genes, so that a metric which forgets to subtract it (on either

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from baselines.perturbation_simple import train_mean
-from baselines.registry import get_method
-from benchmark.conditions import parse_condition
 from benchmark.simulate import make_world, simulate_perturbation
 from benchmark.tasks.perturbation import TASK
+from contract.conditions import parse_condition
+from contract.registry import get_method
 from scgpt import train_perturbation_model
 from tests._models import random_checkpoint
 

@@ -13,11 +13,11 @@ import pytest
 import scanpy as sc
 
 from baselines.perturbation_simple import additive, linear, no_change, train_mean
-from benchmark.conditions import parse_condition
 from benchmark.runner import run_method
 from benchmark.simulate import simulate_perturbation
 from benchmark.tasks import get_task
 from benchmark.tasks.perturbation import TASK, PerturbationTask
+from contract.conditions import parse_condition
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from baselines.knn_transfer import knn_search, knn_transfer, pca_knn, vote
-from baselines.registry import get_method
 from benchmark.simulate import simulate_celltypes
 from benchmark.tasks import get_task
+from contract.registry import get_method
 
 torch.set_num_threads(1)
 TASK = get_task("reference_mapping")

@@ -19,8 +19,6 @@ from baselines.perturbation_space import (
     response_similarity,
     reverse_from,
 )
-from baselines.registry import get_method
-from benchmark.conditions import normalise_condition, parse_condition
 from benchmark.runner import run_method
 from benchmark.simulate import simulate_perturbation
 from benchmark.tasks import get_task
@@ -34,6 +32,8 @@ from benchmark.tasks.reverse_perturbation import (
     rank_of_truth,
     select_gene_subset,
 )
+from contract.conditions import normalise_condition, parse_condition
+from contract.registry import get_method
 
 
 def test_candidates_are_all_singles_and_pairs() -> None:

@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from contract.conditions import parse_condition
 from scgpt import (
     embed_cells,
     finetune_classifier,
@@ -19,7 +20,6 @@ from scgpt import (
     predict_perturbation,
     train_perturbation_model,
 )
-from scgpt.finetune import parse_condition
 from scgpt.synthetic import synthetic_counts
 from tests._models import random_checkpoint
 
@@ -133,7 +133,8 @@ def test_perturbation_train_predict_warns_instead_of_truncating(checkpoint):
     with pytest.warns(UserWarning) as record:
         predict_perturbation(res, a, ["UNKNOWN+ctrl"], n_control_cells=4, progress=False)
     assert any("'UNKNOWN'" in str(w.message) and "not among" in str(w.message) for w in record)
-    assert parse_condition("A+ctrl") == ["A"] and parse_condition("A+B") == ["A", "B"]
+    assert parse_condition("A+ctrl") == ("A",) and parse_condition("B+A") == ("A", "B")
+    assert parse_condition("control+A", control="control") == ("A",)
 
 
 def test_bare_model_needs_vocab(checkpoint, adata):

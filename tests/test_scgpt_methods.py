@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.registry import get_method, list_methods
 from benchmark.runner import run_method
 from benchmark.simulate import make_world, simulate_celltypes, simulate_perturbation
+from contract.registry import get_method, list_methods
 from tests._models import random_checkpoint
 
 torch.set_num_threads(1)

@@ -286,7 +286,7 @@ def test_training_lowers_the_masked_value_loss_and_embeds_every_cell(checkpoint,
 
 
 def test_adapters_pretrained_and_scratch(checkpoint, data):
-    from baselines.registry import get_method
+    from contract.registry import get_method
 
     torch.set_num_threads(1)
     kw = dict(seed=0, checkpoint=checkpoint, epochs=1, nlayers=1, dropout=0.0, max_len=32)

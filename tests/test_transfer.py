@@ -29,6 +29,9 @@ from benchmark.transfer_report import plot_transfer, to_markdown, transfer_table
 from tests.test_workflow import SNAKEMAKE
 
 ROOT = Path(__file__).resolve().parents[1]
+# `snakemake` runs with the repository as its working directory (its .snakemake folder):
+# these modules share one xdist group, so parallel runs never start two at once.
+pytestmark = pytest.mark.xdist_group("snakemake_in_repo")
 
 
 def _demo_config() -> dict:

@@ -16,6 +16,9 @@ from tests.test_workflow_config import _expected_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--nolock", "-n", "--forceall", "--quiet", "rules"]
+# `snakemake` runs with the repository as its working directory (its .snakemake folder):
+# these modules share one xdist group, so parallel runs never start two at once.
+pytestmark = pytest.mark.xdist_group("snakemake_in_repo")
 
 
 def _demo_config() -> dict:

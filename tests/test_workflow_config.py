@@ -19,6 +19,9 @@ import yaml
 from benchmark.workflow import ConfigError, WorkflowPlan
 
 ROOT = Path(__file__).resolve().parents[1]
+# `snakemake` runs with the repository as its working directory (its .snakemake folder):
+# these modules share one xdist group, so parallel runs never start two at once.
+pytestmark = pytest.mark.xdist_group("snakemake_in_repo")
 PROBE = """
 import json
 include: {snakefile!r}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from baselines.registry import METHOD_MODULES_ENV
+from contract.registry import METHOD_MODULES_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {

@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, StrictFloat, StrictStr
 
-from baselines.registry import TASKS as METHOD_TASKS
 from benchmark.genes import DUPLICATE_POLICIES
+from contract.tasks import TASKS as METHOD_TASKS
 
 __all__ = [
     "CHECKPOINT_FILES",

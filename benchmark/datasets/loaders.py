@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from benchmark.conditions import normalise_condition
 from benchmark.datasets.archives import extract_tar
 from benchmark.datasets.errors import DatasetError
 from benchmark.datasets.fields import MODALITIES
@@ -48,6 +47,7 @@ from benchmark.datasets.schema import DatasetEntry
 from benchmark.datasets.source_keys import assign_modalities, map_obs, select_counts
 from benchmark.datasets.splits import gears_split, split_from_obs, split_from_sets
 from benchmark.datasets.standard import prefix_proteins
+from contract.conditions import normalise_condition
 from scgpt.safe_pickle import load_pickle
 
 __all__ = ["LOADERS"]

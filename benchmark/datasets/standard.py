@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from benchmark.conditions import parse_condition
 from benchmark.datasets.errors import DatasetError
 from benchmark.datasets.fields import MODALITIES, PROTEIN_PREFIX
 from benchmark.io import write_h5ad
+from contract.conditions import parse_condition
 
 __all__ = [
     "as_category",

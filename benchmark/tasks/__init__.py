@@ -6,17 +6,10 @@ import importlib
 import importlib.util
 
 from benchmark.tasks.base import Task
+from contract.tasks import TASKS
 
-_TASK_MODULES: dict[str, str] = {
-    "annotation": "benchmark.tasks.annotation",
-    "reference_mapping": "benchmark.tasks.reference_mapping",
-    "integration": "benchmark.tasks.integration",
-    "multiomics": "benchmark.tasks.multiomics",
-    "perturbation": "benchmark.tasks.perturbation",
-    "reverse_perturbation": "benchmark.tasks.reverse_perturbation",
-    "perturbation_expansion": "benchmark.tasks.perturbation_expansion",
-    "grn": "benchmark.tasks.grn",
-}
+# One module per task of the one task list: benchmark.tasks.<task> defines TASK.
+_TASK_MODULES: dict[str, str] = {task: f"benchmark.tasks.{task}" for task in TASKS}
 
 
 def available_tasks() -> list[str]:

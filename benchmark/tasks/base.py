@@ -25,7 +25,7 @@ class Task(abc.ABC):
     Attributes
     ----------
     name
-        Task name, as in ``baselines.registry.TASKS`` and the config.
+        Task name, as in ``contract.registry.TASKS`` and the config.
     metrics
         Headline metrics, in table order; :meth:`score` returns at least these keys.
     paper_table

@@ -222,7 +222,7 @@ class IntegrationTask(Task):
         Scores the labels leave undefined (one cell type, ...) are NaN and listed with their
         reason under ``"undefined"`` (``{score: reason}``), which the table shows.
         """
-        from baselines.pca import pca_embedding
+        from contract.pca import pca_embedding
 
         truth = inputs["truth"]
         embedding = _check_embedding(output, len(inputs["obs_names"]))

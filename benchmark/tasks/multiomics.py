@@ -353,7 +353,7 @@ class MultiomicsTask(Task):
 
     def score(self, output: Any, inputs: dict[str, Any], *, seed: int) -> dict[str, Any]:
         """scIB scores as the integration task; batch scores NaN when there is one batch."""
-        from baselines.pca import pca_embedding
+        from contract.pca import pca_embedding
 
         truth = inputs["truth"]
         embedding = _check_embedding(output, len(inputs["obs_names"]))

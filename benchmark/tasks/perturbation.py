@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from benchmark.conditions import CTRL, n_genes, normalise_condition, parse_condition, subgroup
 from benchmark.io import read_json, write_csv, write_h5ad
 from benchmark.metrics.perturbation import (
     CONDITION_METRICS,
@@ -44,6 +43,7 @@ from benchmark.metrics.perturbation import (
     non_dropout_de,
 )
 from benchmark.tasks.base import Task
+from contract.conditions import CTRL, n_genes, normalise_condition, parse_condition, subgroup
 
 log = logging.getLogger(__name__)
 

@@ -37,12 +37,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from benchmark.conditions import normalise_condition, parse_condition, perturbed_genes
 from benchmark.io import read_json, write_csv, write_h5ad
 from benchmark.metrics.perturbation import condition_scores, pearson
 from benchmark.tasks.base import Task
 from benchmark.tasks.perturbation import PerturbationTask
 from benchmark.tasks.reverse_perturbation import candidate_conditions
+from contract.conditions import normalise_condition, parse_condition, perturbed_genes
 
 log = logging.getLogger(__name__)
 

@@ -38,10 +38,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from benchmark.conditions import CTRL, format_condition, normalise_condition, parse_condition
 from benchmark.io import read_json, write_csv
 from benchmark.tasks.base import Task
 from benchmark.tasks.perturbation import _strip_truth, condition_means, log_normalise
+from contract.conditions import CTRL, format_condition, normalise_condition, parse_condition
 
 log = logging.getLogger(__name__)
 

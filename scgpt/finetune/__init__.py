@@ -6,7 +6,6 @@ from scgpt.finetune.integration import IntegrationResult, finetune_integration
 from scgpt.finetune.multiomics import MultiomicsResult, finetune_multiomics
 from scgpt.finetune.perturbation import (
     PerturbationResult,
-    parse_condition,
     perturbation_model,
     predict_perturbation,
     train_perturbation_model,
@@ -21,7 +20,6 @@ __all__ = [
     "finetune_classifier",
     "finetune_integration",
     "finetune_multiomics",
-    "parse_condition",
     "perturbation_model",
     "predict_classifier",
     "predict_perturbation",

@@ -41,6 +41,7 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
+from contract.conditions import parse_condition
 from scgpt._utils import autocast_context, logger, seed_everything
 from scgpt.embed import ModelLike
 from scgpt.finetune._common import (
@@ -102,15 +103,10 @@ class PerturbationResult:
         return best_epoch(self.history)
 
 
-def parse_condition(condition: str, control: str = "ctrl") -> list[str]:
-    """Perturbed genes of a condition name (``"A+B"``, ``"A+ctrl"`` -> ``["A", "B"]``, ``["A"]``)."""
-    return [g for g in str(condition).split("+") if g and g != control]
-
-
 def _flags_for(n_genes: int, gene_pos: dict[str, int], condition: str, control: str) -> np.ndarray:
     flags = np.zeros(n_genes, dtype=np.int64)
     missing = []
-    for g in parse_condition(condition, control):
+    for g in parse_condition(condition, control=control):
         if g in gene_pos:
             flags[gene_pos[g]] = PERTURBED_FLAG
         else:

@@ -67,39 +67,21 @@ rule pretrain_series:
 # through the generic method script (workflow/scripts/run_method.py), with that model's
 # checkpoint; references (from scratch, PCA) run once under the model name "reference".
 from benchmark import transfer as tr
-from baselines.registry import get_method
 
 TRANSFER = tr.TransferPlan.from_config(config, PLAN.registry)
-
-
-def _transfer_needs_checkpoint(wc):
-    return get_method(wc.task, wc.method).needs_checkpoint
-
-
-def _transfer_params(task, method):
-    configured = config["tasks"].get(task, {}).get("methods", {})
-    return PLAN.method_params(task, method) if method in configured else {}
 
 
 rule run_transfer:
     input:
         dataset=lambda wc: PLAN.dataset_path(wc.dataset),
-        checkpoint=lambda wc: (
-            [f"{TRANSFER.checkpoint_dir(wc.model)}/{name}" for name in wf.CHECKPOINT_FILES]
-            if _transfer_needs_checkpoint(wc)
-            else []
-        ),
+        checkpoint=lambda wc: TRANSFER.checkpoint_inputs(wc.model, wc.task, wc.method),
     output:
         run=f"{RESULTS}/transfer/{{model}}/{{task}}/{{dataset}}/{{method}}/seed{{seed}}/run.json",
         scores=f"{RESULTS}/transfer/{{model}}/{{task}}/{{dataset}}/{{method}}/seed{{seed}}/scores.json",
     params:
-        params=lambda wc: _transfer_params(wc.task, wc.method),
-        metric_options=lambda wc: (
-            PLAN.metric_options(wc.task) if wc.task in config["tasks"] else {}
-        ),
-        checkpoint=lambda wc: (
-            TRANSFER.checkpoint_dir(wc.model) if _transfer_needs_checkpoint(wc) else None
-        ),
+        params=lambda wc: TRANSFER.method_params(PLAN, config, wc.task, wc.method),
+        metric_options=lambda wc: TRANSFER.metric_options(PLAN, config, wc.task),
+        checkpoint=lambda wc: TRANSFER.checkpoint_param(wc.model, wc.task, wc.method),
     threads: lambda wc: PLAN.resources(wc.method)["threads"]
     resources:
         mem_mb=lambda wc: PLAN.resources(wc.method)["mem_mb"],

@@ -30,6 +30,7 @@ def parse_condition(
     known_genes: Collection[str] | None = None,
     *,
     known_as: str = "var_names",
+    control: str = CTRL,
 ) -> tuple[str, ...]:
     """Return the genes a condition perturbs, sorted (``()`` for control).
 
@@ -42,6 +43,9 @@ def parse_condition(
         If given, every gene must be in it.
     known_as
         What ``known_genes`` is, for the error message.
+    control
+        The control's name (the filler dropped from the parts); ``"ctrl"`` in the standard
+        datasets, another name for a library user's own data.
 
     Raises
     ------
@@ -63,7 +67,7 @@ def parse_condition(
         raise ValueError(
             f"condition {condition!r} has an empty part; expected 'ctrl', 'A+ctrl' or 'A+B'"
         )
-    genes = [p for p in parts if p != CTRL]
+    genes = [p for p in parts if p != control]
     if len(set(genes)) != len(genes):
         raise ValueError(f"condition {condition!r} names a gene more than once")
     if known_genes is not None:

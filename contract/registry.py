@@ -1,9 +1,11 @@
 """The method registry: every compared method registers one function per task.
 
-A method module in :mod:`baselines` decorates its task functions with :func:`register`;
-the harness finds them with :func:`get_method`. Heavy imports (torch, rpy2, scvi) belong
-inside the functions so that discovering the registry stays fast and a missing optional
-dependency only fails the method that needs it.
+A method module (in :mod:`baselines`, or any module named in ``$SCGPT_BENCH_METHOD_MODULES``)
+decorates its task functions with :func:`register`, which checks the function against its
+task's contract (:data:`contract.tasks.TASK_CONTRACTS`); the harness finds them with
+:func:`get_method`. Heavy imports (torch, rpy2, scvi) belong inside the functions so that
+discovering the registry stays fast and a missing optional dependency only fails the method
+that needs it.
 """
 
 from __future__ import annotations
@@ -20,20 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
-TASKS: tuple[str, ...] = (
-    "annotation",
-    "reference_mapping",
-    "integration",
-    "multiomics",
-    "perturbation",
-    "reverse_perturbation",
-    "perturbation_expansion",
-    "grn",
-)
-"""Task names a method can register for (the keys of ``tasks:`` in the config)."""
+from contract.tasks import ENVS, TASK_CONTRACTS, TASKS
 
-ENVS: tuple[str, ...] = ("base", "r", "gears", "glue")
-"""Environment groups; each has an ``envs/<name>.yaml`` conda file."""
+__all__ = [
+    "ENVS",
+    "TASKS",
+    "MethodSpec",
+    "ParameterTypeError",
+    "describe_type",
+    "discover",
+    "get_method",
+    "list_methods",
+    "register",
+    "value_matches",
+]
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,7 @@ def register(
         raise ValueError(f"unknown env {env!r} for method {name!r}; envs are {list(ENVS)}")
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        _check_contract(task, name, func)
         key = (task, name)
         existing = _REGISTRY.get(key)
         if existing is not None and existing.func.__qualname__ != func.__qualname__:
@@ -278,11 +281,35 @@ def register(
     return decorator
 
 
+def _check_contract(task: str, name: str, func: Callable[..., Any]) -> None:
+    """The function takes its task's inputs by position and ``seed`` by keyword."""
+    contract = TASK_CONTRACTS[task]
+    params = inspect.signature(func).parameters
+    positional = tuple(
+        n
+        for n, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    )
+    problems = []
+    if positional != contract.inputs:
+        problems.append(f"positional parameters {positional}, expected {contract.inputs}")
+    seed = params.get("seed")
+    if seed is None or seed.kind is not inspect.Parameter.KEYWORD_ONLY:
+        problems.append("no keyword-only parameter 'seed'")
+    if problems:
+        raise TypeError(
+            f"method {name!r} ({func.__module__}.{func.__qualname__}) does not follow the "
+            f"{task} contract {contract.signature()}: {'; '.join(problems)}"
+        )
+
+
 METHOD_MODULES_ENV = "SCGPT_BENCH_METHOD_MODULES"
+METHOD_PACKAGES: tuple[str, ...] = ("baselines",)
+"""Packages whose every public module is imported by :func:`discover`."""
 
 
 def discover() -> None:
-    """Import every module of :mod:`baselines`, then those named in ``$SCGPT_BENCH_METHOD_MODULES``.
+    """Import every module of :data:`METHOD_PACKAGES`, then those in ``$SCGPT_BENCH_METHOD_MODULES``.
 
     The environment variable (comma-separated importable module names) registers methods
     that live outside this repository; it reaches the child process each job runs its method
@@ -291,12 +318,11 @@ def discover() -> None:
     global _DISCOVERED
     if _DISCOVERED:
         return
-    import baselines
-
-    for info in pkgutil.iter_modules(baselines.__path__):
-        if info.name.startswith("_") or info.name == "registry":
-            continue
-        importlib.import_module(f"baselines.{info.name}")
+    for package_name in METHOD_PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in pkgutil.iter_modules(package.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{package_name}.{info.name}")
     for name in filter(None, os.environ.get(METHOD_MODULES_ENV, "").split(",")):
         try:
             importlib.import_module(name.strip())
