@@ -26,7 +26,6 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from contract import registry
 from benchmark import runner, tables
 from benchmark.datasets import load_registry
 from benchmark.datasets.errors import RegistryError
@@ -35,6 +34,7 @@ from benchmark.tasks.annotation import AnnotationTask
 from benchmark.tasks.base import Task
 from benchmark.tasks.integration import IntegrationTask
 from benchmark.workflow import ConfigError, Job, WorkflowPlan, check_config_files
+from contract import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from contract import registry
 from benchmark import runner, tables
 from benchmark.io import atomic_path, write_json
 from benchmark.tasks.base import Task
+from contract import registry
 
 
 class _MeanTask(Task):

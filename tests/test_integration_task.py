@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from contract import registry
 from benchmark.metrics.integration import HEADLINE_METRICS, integration_scores
 from benchmark.runner import run_method
 from benchmark.tables import paper_values
 from benchmark.tasks import get_task
 from benchmark.tasks.integration import TASK, IntegrationTask
+from contract import registry
 
 
 def _simulated(n_cells: int = 450, seed: int = 0) -> ad.AnnData:

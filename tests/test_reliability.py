@@ -20,13 +20,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from contract import registry
 from benchmark import io, runner, tables
 from benchmark.failed_datasets import FailedDatasetError, check_standard_file
 from benchmark.logs import job_logging
 from benchmark.tasks.base import Task
 from benchmark.workflow import Job, WorkflowPlan
 from benchmark.yamlfile import YamlFileError, load_yaml
+from contract import registry
 from contract.conditions import subgroup
 from scgpt import load_pretrained
 from scgpt.checkpoint import CorruptCheckpointError
