@@ -80,3 +80,9 @@ def test_condition_grammar_with_another_control_name():
     assert parse_condition("control+B", control="control") == ("B",)
     with pytest.raises(ValueError, match="empty part"):
         parse_condition("A++B")
+
+
+def test_the_contributor_guide_lists_every_method_contract():
+    guide = (ROOT / "CONTRIBUTING.md").read_text()
+    for task, contract in TASK_CONTRACTS.items():
+        assert f"- {task}: `{contract.signature()}`" in guide, task
