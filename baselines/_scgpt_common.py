@@ -7,18 +7,50 @@ embeddings live in the :mod:`scgpt` library. What they share is here:
   same architecture, built from the checkpoint's ``args.json`` / ``vocab.json``, with a
   seeded random initialisation (the paper's "scGPT (from scratch)" rows);
 - :func:`vocabulary_genes`: the data restricted to the genes of the model's vocabulary, with
-  the coverage logged and a clear error when no gene matches.
+  the coverage logged and a clear error when no gene matches;
+- :func:`register_scgpt`: one task function registered as ``scgpt`` and ``scgpt_scratch``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import anndata as ad
 import numpy as np
 
+from contract.registry import register
+
 log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def register_scgpt(task: str) -> Callable[[F], F]:
+    """Register a function with a ``pretrained: bool`` parameter as two methods of ``task``.
+
+    ``scgpt`` (label "scGPT") runs it with ``pretrained=True`` and ``scgpt_scratch`` (label
+    "scGPT (from scratch)") with ``pretrained=False``: the same settings and defaults, the
+    checkpoint's weights or a random initialisation of its architecture. ``pretrained`` is
+    bound by the registration, not a parameter the config may set.
+    """
+
+    def decorator(func: F) -> F:
+        register(task, "scgpt", label="scGPT", needs_checkpoint=True, bind={"pretrained": True})(
+            func
+        )
+        register(
+            task,
+            "scgpt_scratch",
+            label="scGPT (from scratch)",
+            needs_checkpoint=True,
+            bind={"pretrained": False},
+        )(func)
+        return func
+
+    return decorator
 
 
 def load_model(checkpoint: str | os.PathLike[str], *, pretrained: bool, seed: int):

@@ -35,9 +35,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from baselines._scgpt_common import register_scgpt
 from baselines.gears import gears
 from baselines.perturbation_simple import additive, linear
-from baselines.scgpt_perturbation import scgpt_perturbation, scgpt_scratch_perturbation
+from baselines.scgpt_perturbation import scgpt_perturbation
 from contract.conditions import CTRL, parse_condition
 from contract.registry import register
 
@@ -48,12 +49,7 @@ SIMILARITIES: tuple[str, ...] = ("pearson_delta", "euclidean")
 # Expansion: the perturbation methods themselves
 # -----------------------------------------------------------------------------------------
 
-register("perturbation_expansion", "scgpt", label="scGPT", needs_checkpoint=True)(
-    scgpt_perturbation
-)
-register(
-    "perturbation_expansion", "scgpt_scratch", label="scGPT (from scratch)", needs_checkpoint=True
-)(scgpt_scratch_perturbation)
+register_scgpt("perturbation_expansion")(scgpt_perturbation)
 register("perturbation_expansion", "gears", label="GEARS", env="gears")(gears)
 register("perturbation_expansion", "additive", label="Additive")(additive)
 register("perturbation_expansion", "linear", label="Linear")(linear)
@@ -179,12 +175,7 @@ def reverse_from(predict: Callable[..., ad.AnnData]) -> Callable[..., pd.DataFra
     return method
 
 
-scgpt_reverse = register("reverse_perturbation", "scgpt", label="scGPT", needs_checkpoint=True)(
-    reverse_from(scgpt_perturbation)
-)
-scgpt_scratch_reverse = register(
-    "reverse_perturbation", "scgpt_scratch", label="scGPT (from scratch)", needs_checkpoint=True
-)(reverse_from(scgpt_scratch_perturbation))
+scgpt_reverse = register_scgpt("reverse_perturbation")(reverse_from(scgpt_perturbation))
 gears_reverse = register("reverse_perturbation", "gears", label="GEARS", env="gears")(
     reverse_from(gears)
 )

@@ -21,8 +21,7 @@ import logging
 import anndata as ad
 import numpy as np
 
-from baselines._scgpt_common import load_model, vocabulary_genes
-from contract.registry import register
+from baselines._scgpt_common import load_model, register_scgpt, vocabulary_genes
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +29,48 @@ LABEL_KEY = "cell_type"
 OBSM_KEY = "X_scGPT"
 
 
-def finetune_and_annotate(
+@register_scgpt("annotation")
+def scgpt_annotation(
     reference: ad.AnnData,
     query: ad.AnnData,
     *,
-    checkpoint: str,
-    pretrained: bool,
     seed: int,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    max_len: int,
-    val_fraction: float,
-    device: str,
+    checkpoint: str,
+    pretrained: bool = True,
+    epochs: int = 10,
+    lr: float = 1e-4,
+    batch_size: int = 32,
+    max_len: int = 3001,
+    val_fraction: float = 0.1,
+    device: str = "auto",
 ) -> np.ndarray:
-    """Fine-tune a classifier on ``reference`` and label ``query`` (see the module docstring)."""
+    """scGPT fine-tuned with a classification head (tutorial settings), pre-trained or not.
+
+    Registered as ``scgpt`` (``pretrained=True``) and ``scgpt_scratch`` (``pretrained=False``:
+    the same training from a random initialisation of the architecture).
+
+    Parameters
+    ----------
+    reference, query
+        Labelled reference (obs ``cell_type``) and query cells, same genes (counts).
+    seed
+        Seed of initialisation, sampling and shuffling.
+    checkpoint
+        scGPT checkpoint folder (``args.json``, ``vocab.json``, ``best_model.pt``).
+    pretrained
+        The checkpoint's weights, or (``False``) only its architecture and gene vocabulary.
+    epochs, lr, batch_size, max_len
+        Fine-tuning settings (tutorial: 10, 1e-4, 32, 3001).
+    val_fraction
+        Reference cells held out (drawn by ``seed``) to keep the best-validation epoch
+        (tutorial: 0.1; 0 keeps the last epoch of training on every cell).
+    device
+        ``"auto"`` (CUDA when available, else CPU) or a torch device.
+
+    Returns
+    -------
+    One predicted label per query cell; ``query.obsm["X_scGPT"]`` holds its embedding.
+    """
     from scgpt import embed_cells, finetune_classifier, predict_classifier
 
     if list(reference.var_names) != list(query.var_names):
@@ -92,87 +118,3 @@ def finetune_and_annotate(
         seed=seed,
     )
     return np.asarray(predicted).astype(str)
-
-
-@register("annotation", "scgpt", label="scGPT", needs_checkpoint=True)
-def scgpt_annotation(
-    reference: ad.AnnData,
-    query: ad.AnnData,
-    *,
-    seed: int,
-    checkpoint: str,
-    epochs: int = 10,
-    lr: float = 1e-4,
-    batch_size: int = 32,
-    max_len: int = 3001,
-    val_fraction: float = 0.1,
-    device: str = "auto",
-) -> np.ndarray:
-    """Pre-trained scGPT fine-tuned with a classification head (tutorial settings).
-
-    Parameters
-    ----------
-    reference, query
-        Labelled reference (obs ``cell_type``) and query cells, same genes (counts).
-    seed
-        Seed of initialisation, sampling and shuffling.
-    checkpoint
-        scGPT checkpoint folder (``args.json``, ``vocab.json``, ``best_model.pt``).
-    epochs, lr, batch_size, max_len
-        Fine-tuning settings (tutorial: 10, 1e-4, 32, 3001).
-    val_fraction
-        Reference cells held out (drawn by ``seed``) to keep the best-validation epoch
-        (tutorial: 0.1; 0 keeps the last epoch of training on every cell).
-    device
-        ``"auto"`` (CUDA when available, else CPU) or a torch device.
-
-    Returns
-    -------
-    One predicted label per query cell; ``query.obsm["X_scGPT"]`` holds its embedding.
-    """
-    return finetune_and_annotate(
-        reference,
-        query,
-        checkpoint=checkpoint,
-        pretrained=True,
-        seed=seed,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        max_len=max_len,
-        val_fraction=val_fraction,
-        device=device,
-    )
-
-
-@register("annotation", "scgpt_scratch", label="scGPT (from scratch)", needs_checkpoint=True)
-def scgpt_scratch_annotation(
-    reference: ad.AnnData,
-    query: ad.AnnData,
-    *,
-    seed: int,
-    checkpoint: str,
-    epochs: int = 10,
-    lr: float = 1e-4,
-    batch_size: int = 32,
-    max_len: int = 3001,
-    val_fraction: float = 0.1,
-    device: str = "auto",
-) -> np.ndarray:
-    """scGPT's architecture trained from a random initialisation (same settings as ``scgpt``).
-
-    The checkpoint only supplies the architecture (``args.json``) and the gene vocabulary.
-    """
-    return finetune_and_annotate(
-        reference,
-        query,
-        checkpoint=checkpoint,
-        pretrained=False,
-        seed=seed,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        max_len=max_len,
-        val_fraction=val_fraction,
-        device=device,
-    )

@@ -25,7 +25,7 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 
-from baselines._scgpt_common import load_model, vocabulary_genes
+from baselines._scgpt_common import load_model, register_scgpt, vocabulary_genes
 from contract.registry import register
 
 
@@ -36,28 +36,68 @@ def _check_batches(adata: ad.AnnData, batch_key: str) -> None:
         )
 
 
-def finetune_and_embed(
+@register_scgpt("integration")
+def scgpt_integration(
     adata: ad.AnnData,
     *,
-    checkpoint: str,
-    pretrained: bool,
     seed: int,
-    batch_key: str,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    max_len: int,
-    mask_ratio: float,
-    ecs_weight: float,
-    ecs_threshold: float,
-    dab_weight: float,
-    dsbn: bool,
-    use_batch_labels: bool,
-    include_zero_genes: bool,
-    val_fraction: float,
-    device: str,
+    checkpoint: str,
+    pretrained: bool = True,
+    batch_key: str = "batch",
+    epochs: int = 15,
+    lr: float = 1e-4,
+    batch_size: int = 64,
+    max_len: int = 1201,
+    mask_ratio: float = 0.4,
+    ecs_weight: float = 10.0,
+    ecs_threshold: float = 0.8,
+    dab_weight: float = 1.0,
+    dsbn: bool = True,
+    use_batch_labels: bool = True,
+    include_zero_genes: bool = True,
+    val_fraction: float = 0.1,
+    device: str = "auto",
 ) -> np.ndarray:
-    """Fine-tune for integration and return the cell embedding (see the module docstring)."""
+    """scGPT fine-tuned with GEP + GEPC + ECS + DAB + DSBN (tutorial settings), pre-trained or not.
+
+    Registered as ``scgpt`` (``pretrained=True``) and ``scgpt_scratch`` (``pretrained=False``:
+    the same objectives and settings from a random initialisation of the architecture).
+
+    Parameters
+    ----------
+    adata
+        Cells x HVGs (counts in ``X``) with ``obs[batch_key]``.
+    seed
+        Seed of masking, sampling and shuffling.
+    checkpoint
+        scGPT checkpoint folder (``args.json``, ``vocab.json``, ``best_model.pt``).
+    pretrained
+        The checkpoint's weights, or (``False``) only its architecture and gene vocabulary.
+    batch_key
+        obs column with the batch.
+    epochs, lr, batch_size, max_len
+        Fine-tuning settings (tutorial: 15, 1e-4, 64, n_hvg + 1).
+    mask_ratio
+        Fraction of values masked for GEP / GEPC.
+    ecs_weight, ecs_threshold
+        Elastic cell similarity (0 weight disables it).
+    dab_weight
+        Domain-adversarial batch loss (0 disables it).
+    dsbn
+        Domain-specific batch normalisation.
+    use_batch_labels
+        Batch embedding concatenated to the decoder inputs (tutorial: True).
+    include_zero_genes
+        Tokenise zero genes too (tutorial: True; False = the paper's faster variant).
+    val_fraction
+        Cells held out (drawn by ``seed``) to keep the best-validation epoch (tutorial: 0.1).
+    device
+        ``"auto"`` (CUDA when available, else CPU) or a torch device.
+
+    Returns
+    -------
+    L2-normalised cell embedding, ``n_cells x d_model``.
+    """
     from scgpt import finetune_integration
 
     _check_batches(adata, batch_key)
@@ -85,132 +125,6 @@ def finetune_and_embed(
         seed=seed,
     )
     return np.asarray(result.embedding, dtype=np.float32)
-
-
-@register("integration", "scgpt", label="scGPT", needs_checkpoint=True)
-def scgpt_integration(
-    adata: ad.AnnData,
-    *,
-    seed: int,
-    checkpoint: str,
-    batch_key: str = "batch",
-    epochs: int = 15,
-    lr: float = 1e-4,
-    batch_size: int = 64,
-    max_len: int = 1201,
-    mask_ratio: float = 0.4,
-    ecs_weight: float = 10.0,
-    ecs_threshold: float = 0.8,
-    dab_weight: float = 1.0,
-    dsbn: bool = True,
-    use_batch_labels: bool = True,
-    include_zero_genes: bool = True,
-    val_fraction: float = 0.1,
-    device: str = "auto",
-) -> np.ndarray:
-    """Pre-trained scGPT fine-tuned with GEP + GEPC + ECS + DAB + DSBN (tutorial settings).
-
-    Parameters
-    ----------
-    adata
-        Cells x HVGs (counts in ``X``) with ``obs[batch_key]``.
-    seed
-        Seed of masking, sampling and shuffling.
-    checkpoint
-        scGPT checkpoint folder (``args.json``, ``vocab.json``, ``best_model.pt``).
-    batch_key
-        obs column with the batch.
-    epochs, lr, batch_size, max_len
-        Fine-tuning settings (tutorial: 15, 1e-4, 64, n_hvg + 1).
-    mask_ratio
-        Fraction of values masked for GEP / GEPC.
-    ecs_weight, ecs_threshold
-        Elastic cell similarity (0 weight disables it).
-    dab_weight
-        Domain-adversarial batch loss (0 disables it).
-    dsbn
-        Domain-specific batch normalisation.
-    use_batch_labels
-        Batch embedding concatenated to the decoder inputs (tutorial: True).
-    include_zero_genes
-        Tokenise zero genes too (tutorial: True; False = the paper's faster variant).
-    val_fraction
-        Cells held out (drawn by ``seed``) to keep the best-validation epoch (tutorial: 0.1).
-    device
-        ``"auto"`` (CUDA when available, else CPU) or a torch device.
-
-    Returns
-    -------
-    L2-normalised cell embedding, ``n_cells x d_model``.
-    """
-    return finetune_and_embed(
-        adata,
-        checkpoint=checkpoint,
-        pretrained=True,
-        seed=seed,
-        batch_key=batch_key,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        max_len=max_len,
-        mask_ratio=mask_ratio,
-        ecs_weight=ecs_weight,
-        ecs_threshold=ecs_threshold,
-        dab_weight=dab_weight,
-        dsbn=dsbn,
-        use_batch_labels=use_batch_labels,
-        include_zero_genes=include_zero_genes,
-        val_fraction=val_fraction,
-        device=device,
-    )
-
-
-@register("integration", "scgpt_scratch", label="scGPT (from scratch)", needs_checkpoint=True)
-def scgpt_scratch_integration(
-    adata: ad.AnnData,
-    *,
-    seed: int,
-    checkpoint: str,
-    batch_key: str = "batch",
-    epochs: int = 15,
-    lr: float = 1e-4,
-    batch_size: int = 64,
-    max_len: int = 1201,
-    mask_ratio: float = 0.4,
-    ecs_weight: float = 10.0,
-    ecs_threshold: float = 0.8,
-    dab_weight: float = 1.0,
-    dsbn: bool = True,
-    use_batch_labels: bool = True,
-    include_zero_genes: bool = True,
-    val_fraction: float = 0.1,
-    device: str = "auto",
-) -> np.ndarray:
-    """scGPT's architecture trained for integration from a random initialisation.
-
-    Same objectives and settings as ``scgpt``; the checkpoint only supplies the architecture
-    (``args.json``) and the gene vocabulary.
-    """
-    return finetune_and_embed(
-        adata,
-        checkpoint=checkpoint,
-        pretrained=False,
-        seed=seed,
-        batch_key=batch_key,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        max_len=max_len,
-        mask_ratio=mask_ratio,
-        ecs_weight=ecs_weight,
-        ecs_threshold=ecs_threshold,
-        dab_weight=dab_weight,
-        dsbn=dsbn,
-        use_batch_labels=use_batch_labels,
-        include_zero_genes=include_zero_genes,
-        val_fraction=val_fraction,
-        device=device,
-    )
 
 
 @register("integration", "scgpt_zeroshot", label="scGPT (zero-shot)", needs_checkpoint=True)

@@ -9,7 +9,7 @@ Genes outside the checkpoint's vocabulary are dropped (coverage logged).
 
 ``scgpt_finetuned``: the same kNN transfer in the embedding of the model fine-tuned on the
 reference's labels. The fine-tuning is the annotation adapter's own
-(:func:`baselines.scgpt_annotation.finetune_and_annotate`, same settings and defaults), run
+(:func:`baselines.scgpt_annotation.scgpt_annotation`, same settings and defaults), run
 with reference and query stacked as its "query" so that both are embedded by the fine-tuned
 model in one pass; its classifier predictions are only logged (agreement with the kNN labels).
 """
@@ -158,17 +158,17 @@ def scgpt_finetuned_mapping(
     -------
     One label per query cell; ``query.obsm["X_scGPT"]`` holds the query embedding.
     """
-    from baselines.scgpt_annotation import finetune_and_annotate
+    from baselines.scgpt_annotation import scgpt_annotation
 
     if list(reference.var_names) != list(query.var_names):
         raise ValueError("scGPT reference mapping: reference and query must have the same genes")
     cells = _stacked(reference, query)
-    classified = finetune_and_annotate(
+    classified = scgpt_annotation(
         reference,
         cells,
+        seed=seed,
         checkpoint=checkpoint,
         pretrained=True,
-        seed=seed,
         epochs=epochs,
         lr=lr,
         batch_size=batch_size,

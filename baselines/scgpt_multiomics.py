@@ -25,8 +25,7 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 
-from baselines._scgpt_common import load_model
-from contract.registry import register
+from baselines._scgpt_common import load_model, register_scgpt
 
 
 def _batch_key(adata: ad.AnnData, batch_key: str | None) -> str:
@@ -39,59 +38,13 @@ def _batch_key(adata: ad.AnnData, batch_key: str | None) -> str:
     return batch_key
 
 
-def finetune_and_embed(
-    adata: ad.AnnData,
-    *,
-    checkpoint: str,
-    pretrained: bool,
-    seed: int,
-    batch_key: str | None,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    max_len: int | None,
-    mask_ratio: float,
-    dab_weight: float,
-    nlayers: int | None,
-    dropout: float,
-    atac_values: str,
-    val_fraction: float,
-    device: str,
-) -> np.ndarray:
-    """Fine-tune for multi-omic integration and return the cell embedding (module docstring)."""
-    from scgpt import finetune_multiomics
-
-    key = _batch_key(adata, batch_key)
-    model, vocab = load_model(checkpoint, pretrained=pretrained, seed=seed)
-    result = finetune_multiomics(
-        model,
-        adata,
-        vocab=vocab,
-        batch_key=key,
-        pretrained=pretrained,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        max_len=max_len,
-        mask_ratio=mask_ratio,
-        dab_weight=dab_weight,
-        nlayers=nlayers,
-        dropout=dropout,
-        atac_values=atac_values,
-        val_fraction=val_fraction,
-        layer="counts" if "counts" in adata.layers else None,
-        device=device,
-        seed=seed,
-    )
-    return np.asarray(result.embedding, dtype=np.float32)
-
-
-@register("multiomics", "scgpt", label="scGPT", needs_checkpoint=True)
+@register_scgpt("multiomics")
 def scgpt_multiomics(
     adata: ad.AnnData,
     *,
     seed: int,
     checkpoint: str,
+    pretrained: bool = True,
     batch_key: str | None = None,
     epochs: int = 25,
     lr: float = 1e-3,
@@ -105,7 +58,10 @@ def scgpt_multiomics(
     val_fraction: float = 0.1,
     device: str = "auto",
 ) -> np.ndarray:
-    """Pre-trained scGPT fine-tuned for multi-omic integration (tutorial settings).
+    """scGPT fine-tuned for multi-omic integration (tutorial settings), pre-trained or not.
+
+    Registered as ``scgpt`` (``pretrained=True``) and ``scgpt_scratch`` (``pretrained=False``:
+    the same model and training with nothing copied from the checkpoint).
 
     Parameters
     ----------
@@ -115,6 +71,8 @@ def scgpt_multiomics(
         Seed of the initialisation, hold-out split, binning ties, masking and sampling.
     checkpoint
         scGPT checkpoint folder (``args.json``, ``vocab.json``, ``best_model.pt``).
+    pretrained
+        Copy the checkpoint's gene embedding and its LayerNorm; ``False``: no weights.
     batch_key
         obs column with the batch (``None``: ``uns["multiomics"]["batch_key"]``, else
         ``"batch"``).
@@ -142,12 +100,16 @@ def scgpt_multiomics(
     -------
     L2-normalised cell embedding, ``n_cells x d_model``.
     """
-    return finetune_and_embed(
+    from scgpt import finetune_multiomics
+
+    key = _batch_key(adata, batch_key)
+    model, vocab = load_model(checkpoint, pretrained=pretrained, seed=seed)
+    result = finetune_multiomics(
+        model,
         adata,
-        checkpoint=checkpoint,
-        pretrained=True,
-        seed=seed,
-        batch_key=batch_key,
+        vocab=vocab,
+        batch_key=key,
+        pretrained=pretrained,
         epochs=epochs,
         lr=lr,
         batch_size=batch_size,
@@ -158,49 +120,8 @@ def scgpt_multiomics(
         dropout=dropout,
         atac_values=atac_values,
         val_fraction=val_fraction,
+        layer="counts" if "counts" in adata.layers else None,
         device=device,
-    )
-
-
-@register("multiomics", "scgpt_scratch", label="scGPT (from scratch)", needs_checkpoint=True)
-def scgpt_scratch_multiomics(
-    adata: ad.AnnData,
-    *,
-    seed: int,
-    checkpoint: str,
-    batch_key: str | None = None,
-    epochs: int = 25,
-    lr: float = 1e-3,
-    batch_size: int = 16,
-    max_len: int | None = None,
-    mask_ratio: float = 0.4,
-    dab_weight: float = 1.0,
-    nlayers: int | None = 4,
-    dropout: float = 0.2,
-    atac_values: str = "binary",
-    val_fraction: float = 0.1,
-    device: str = "auto",
-) -> np.ndarray:
-    """scGPT's multi-omic model trained from a random initialisation.
-
-    Same objectives and settings as ``scgpt``; the checkpoint supplies only the width
-    (``args.json``) and the gene vocabulary, no weights.
-    """
-    return finetune_and_embed(
-        adata,
-        checkpoint=checkpoint,
-        pretrained=False,
         seed=seed,
-        batch_key=batch_key,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        max_len=max_len,
-        mask_ratio=mask_ratio,
-        dab_weight=dab_weight,
-        nlayers=nlayers,
-        dropout=dropout,
-        atac_values=atac_values,
-        val_fraction=val_fraction,
-        device=device,
     )
+    return np.asarray(result.embedding, dtype=np.float32)

@@ -32,8 +32,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from baselines._scgpt_common import load_model, vocabulary_mask
-from contract.registry import register
+from baselines._scgpt_common import load_model, register_scgpt, vocabulary_mask
 
 log = logging.getLogger(__name__)
 
@@ -41,28 +40,72 @@ CONDITION_KEY = "condition"
 CONTROL = "ctrl"
 
 
-def train_and_predict(
+@register_scgpt("perturbation")
+def scgpt_perturbation(
     train: ad.AnnData,
     conditions: list[str],
     *,
-    checkpoint: str,
-    pretrained: bool,
     seed: int,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    max_len: int,
-    n_control_cells: int,
-    val_control_cells: int,
-    early_stop: int,
-    select_by: str,
-    dropout: float,
-    expr_decoder: str,
-    input_batchnorm: bool,
-    load_all_weights: bool,
-    device: str,
+    checkpoint: str,
+    pretrained: bool = True,
+    epochs: int = 15,
+    lr: float = 1e-4,
+    batch_size: int = 64,
+    max_len: int = 1536,
+    n_control_cells: int = 300,
+    val_control_cells: int = 100,
+    early_stop: int = 10,
+    select_by: str = "pearson_delta",
+    dropout: float = 0.0,
+    expr_decoder: str = "affine",
+    input_batchnorm: bool = False,
+    load_all_weights: bool = False,
+    device: str = "auto",
 ) -> ad.AnnData:
-    """Train the perturbation model on ``train`` and predict ``conditions`` (module docstring)."""
+    """scGPT fine-tuned to predict perturbed expression (tutorial settings), pre-trained or not.
+
+    Registered as ``scgpt`` (``pretrained=True``) and ``scgpt_scratch`` (``pretrained=False``:
+    the same training from a random initialisation of the architecture).
+
+    Parameters
+    ----------
+    train
+        Log-normalised training cells (control + training conditions), obs ``condition``.
+    conditions
+        Conditions to predict (``"A+ctrl"``, ``"A+B"``).
+    seed
+        Seed of initialisation, control-cell pairing and shuffling.
+    checkpoint
+        scGPT checkpoint folder (``args.json``, ``vocab.json``, ``best_model.pt``).
+    pretrained
+        The checkpoint's weights, or (``False``) only its architecture and gene vocabulary.
+    epochs, lr, batch_size, max_len
+        Training settings (tutorial: 15, 1e-4, 64, 1536).
+    n_control_cells
+        Control cells averaged per predicted condition.
+    val_control_cells
+        Control cells averaged per validation condition when ranking the epochs.
+    early_stop
+        Epochs without a better validation score before training stops.
+    select_by
+        Validation score ranking the epochs: ``"pearson_delta"`` or the tutorial's
+        ``"pearson"``.
+    dropout
+        Dropout of the perturbation model (tutorial: 0).
+    expr_decoder
+        ``"affine"`` (tutorial: a new ``A(h) * x + b(h)`` decoder) or ``"mlp"``.
+    input_batchnorm
+        Batch norm on the input embeddings (tutorial: none).
+    load_all_weights
+        Copy every checkpoint weight that fits (the pre-trained decoder too) instead of the
+        tutorial's encoder, value encoder and transformer layers only.
+    device
+        ``"auto"`` (CUDA when available, else CPU) or a torch device.
+
+    Returns
+    -------
+    AnnData: one row per condition, ``train``'s genes, mean predicted log-normalised expression.
+    """
     from scgpt import predict_perturbation, train_perturbation_model
     from scgpt.finetune.perturbation import OFFICIAL_LOAD_PREFIXES
 
@@ -115,133 +158,4 @@ def train_and_predict(
         X=np.asarray(predicted.X, dtype=np.float32),
         obs=pd.DataFrame(index=pd.Index([str(c) for c in conditions], name="condition")),
         var=pd.DataFrame(index=train.var_names.copy()),
-    )
-
-
-@register("perturbation", "scgpt", label="scGPT", needs_checkpoint=True)
-def scgpt_perturbation(
-    train: ad.AnnData,
-    conditions: list[str],
-    *,
-    seed: int,
-    checkpoint: str,
-    epochs: int = 15,
-    lr: float = 1e-4,
-    batch_size: int = 64,
-    max_len: int = 1536,
-    n_control_cells: int = 300,
-    val_control_cells: int = 100,
-    early_stop: int = 10,
-    select_by: str = "pearson_delta",
-    dropout: float = 0.0,
-    expr_decoder: str = "affine",
-    input_batchnorm: bool = False,
-    load_all_weights: bool = False,
-    device: str = "auto",
-) -> ad.AnnData:
-    """Pre-trained scGPT fine-tuned to predict perturbed expression (tutorial settings).
-
-    Parameters
-    ----------
-    train
-        Log-normalised training cells (control + training conditions), obs ``condition``.
-    conditions
-        Conditions to predict (``"A+ctrl"``, ``"A+B"``).
-    seed
-        Seed of initialisation, control-cell pairing and shuffling.
-    checkpoint
-        scGPT checkpoint folder (``args.json``, ``vocab.json``, ``best_model.pt``).
-    epochs, lr, batch_size, max_len
-        Training settings (tutorial: 15, 1e-4, 64, 1536).
-    n_control_cells
-        Control cells averaged per predicted condition.
-    val_control_cells
-        Control cells averaged per validation condition when ranking the epochs.
-    early_stop
-        Epochs without a better validation score before training stops.
-    select_by
-        Validation score ranking the epochs: ``"pearson_delta"`` or the tutorial's
-        ``"pearson"``.
-    dropout
-        Dropout of the perturbation model (tutorial: 0).
-    expr_decoder
-        ``"affine"`` (tutorial: a new ``A(h) * x + b(h)`` decoder) or ``"mlp"``.
-    input_batchnorm
-        Batch norm on the input embeddings (tutorial: none).
-    load_all_weights
-        Copy every checkpoint weight that fits (the pre-trained decoder too) instead of the
-        tutorial's encoder, value encoder and transformer layers only.
-    device
-        ``"auto"`` (CUDA when available, else CPU) or a torch device.
-
-    Returns
-    -------
-    AnnData: one row per condition, ``train``'s genes, mean predicted log-normalised expression.
-    """
-    return train_and_predict(
-        train,
-        conditions,
-        checkpoint=checkpoint,
-        pretrained=True,
-        seed=seed,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        max_len=max_len,
-        n_control_cells=n_control_cells,
-        val_control_cells=val_control_cells,
-        early_stop=early_stop,
-        select_by=select_by,
-        dropout=dropout,
-        expr_decoder=expr_decoder,
-        input_batchnorm=input_batchnorm,
-        load_all_weights=load_all_weights,
-        device=device,
-    )
-
-
-@register("perturbation", "scgpt_scratch", label="scGPT (from scratch)", needs_checkpoint=True)
-def scgpt_scratch_perturbation(
-    train: ad.AnnData,
-    conditions: list[str],
-    *,
-    seed: int,
-    checkpoint: str,
-    epochs: int = 15,
-    lr: float = 1e-4,
-    batch_size: int = 64,
-    max_len: int = 1536,
-    n_control_cells: int = 300,
-    val_control_cells: int = 100,
-    early_stop: int = 10,
-    select_by: str = "pearson_delta",
-    dropout: float = 0.0,
-    expr_decoder: str = "affine",
-    input_batchnorm: bool = False,
-    load_all_weights: bool = False,
-    device: str = "auto",
-) -> ad.AnnData:
-    """scGPT's perturbation model trained from a random initialisation (same settings as ``scgpt``).
-
-    The checkpoint only supplies the architecture (``args.json``) and the gene vocabulary.
-    """
-    return train_and_predict(
-        train,
-        conditions,
-        checkpoint=checkpoint,
-        pretrained=False,
-        seed=seed,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        max_len=max_len,
-        n_control_cells=n_control_cells,
-        val_control_cells=val_control_cells,
-        early_stop=early_stop,
-        select_by=select_by,
-        dropout=dropout,
-        expr_decoder=expr_decoder,
-        input_batchnorm=input_batchnorm,
-        load_all_weights=load_all_weights,
-        device=device,
     )

@@ -11,13 +11,14 @@ that needs it.
 from __future__ import annotations
 
 import collections.abc
+import functools
 import importlib
 import inspect
 import os
 import pkgutil
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
@@ -49,13 +50,21 @@ class MethodSpec:
     name
         Config key of the method, e.g. ``"harmony"``.
     func
-        The task function (see ``DESIGN.md``, method contract).
+        The task function the harness calls (see ``DESIGN.md``, method contract): the
+        registered function, or, when ``bound`` is not empty, a wrapper that calls it with
+        those keyword arguments and whose signature lacks them (:attr:`function` is the
+        registered function itself).
     label
         Display name used in tables; matches the ``method`` column of the paper's tables.
     env
         Environment group the rule runs in (one of :data:`ENVS`).
     needs_checkpoint
         Whether the harness passes ``checkpoint=<folder of a pre-trained scGPT model>``.
+    description
+        First line of the function's docstring.
+    bound
+        Keyword arguments fixed by the registration (``register(..., bind=...)``): passed on
+        every call, not parameters the config may set.
     """
 
     task: str
@@ -65,9 +74,15 @@ class MethodSpec:
     env: str = "base"
     needs_checkpoint: bool = False
     description: str = field(default="", compare=False)
+    bound: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def function(self) -> Callable[..., Any]:
+        """The registered function, before :attr:`bound` is applied."""
+        return self.func.__wrapped__ if self.bound else self.func  # type: ignore[attr-defined]
 
     def parameters(self) -> dict[str, Any]:
-        """Keyword parameters of the function and their defaults."""
+        """Keyword parameters the config may set, and their defaults (``bound`` ones excluded)."""
         sig = inspect.signature(self.func)
         return {
             name: p.default
@@ -86,6 +101,13 @@ class MethodSpec:
             For a value that does not match its annotation (e.g. the string ``"false"`` for
             a ``bool``), naming the parameter, the value and the expected type.
         """
+        fixed = sorted(set(params) & set(self.bound))
+        if fixed:
+            raise TypeError(
+                f"method {self.name!r} ({self.task}) fixes {', '.join(fixed)} in its "
+                f"registration ({', '.join(f'{n}={self.bound[n]!r}' for n in fixed)}); "
+                f"it cannot be set. Parameters: {sorted(self.parameters())}"
+            )
         sig = inspect.signature(self.func)
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
             unknown = sorted(set(params) - set(self.parameters()))
@@ -98,7 +120,7 @@ class MethodSpec:
             parameter = sig.parameters.get(name)
             if parameter is None:
                 continue  # taken by **kwargs: nothing to check against
-            annotation = _resolve_annotation(self.func, parameter.annotation)
+            annotation = _resolve_annotation(self.function, parameter.annotation)
             if annotation is not None and not value_matches(value, annotation):
                 raise ParameterTypeError(self, name, value, annotation)
 
@@ -243,13 +265,24 @@ def register(
     label: str | None = None,
     env: str = "base",
     needs_checkpoint: bool = False,
+    bind: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``func`` as method ``name`` for ``task``.
+
+    ``bind`` fixes keyword-only parameters of ``func`` for this registration: the harness
+    passes them on every call, and they are not parameters the config may set. One function
+    can so serve several methods (stack the decorators), each with its own bound values.
+    The decorator returns ``func`` unchanged.
 
     Examples
     --------
     >>> @register("integration", "my_pca", label="My PCA")  # doctest: +SKIP
     ... def my_pca(adata, *, seed, n_comps=30):
+    ...     ...
+
+    >>> @register("integration", "my_model", bind={"pretrained": True})  # doctest: +SKIP
+    ... @register("integration", "my_model_scratch", bind={"pretrained": False})
+    ... def my_model(adata, *, seed, pretrained=True, epochs=10):
     ...     ...
     """
     if task not in TASKS:
@@ -257,28 +290,72 @@ def register(
     if env not in ENVS:
         raise ValueError(f"unknown env {env!r} for method {name!r}; envs are {list(ENVS)}")
 
+    bound = dict(bind or {})
+
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
         _check_contract(task, name, func)
+        _check_bind(task, name, func, bound)
         key = (task, name)
         existing = _REGISTRY.get(key)
-        if existing is not None and existing.func.__qualname__ != func.__qualname__:
-            raise ValueError(
-                f"method {name!r} is registered twice for {task!r}: "
-                f"{existing.func.__module__}.{existing.func.__qualname__} and "
-                f"{func.__module__}.{func.__qualname__}"
-            )
+        if existing is not None:
+            old = existing.function
+            if old.__qualname__ != func.__qualname__:
+                raise ValueError(
+                    f"method {name!r} is registered twice for {task!r}: "
+                    f"{old.__module__}.{old.__qualname__} and "
+                    f"{func.__module__}.{func.__qualname__}"
+                )
+            if dict(existing.bound) != bound:
+                raise ValueError(
+                    f"method {name!r} is registered twice for {task!r} "
+                    f"({func.__module__}.{func.__qualname__}) with different bound values: "
+                    f"{dict(existing.bound)} and {bound}"
+                )
         _REGISTRY[key] = MethodSpec(
             task=task,
             name=name,
-            func=func,
+            func=_bind(func, bound) if bound else func,
             label=label or name,
             env=env,
             needs_checkpoint=needs_checkpoint,
             description=(inspect.getdoc(func) or "").split("\n")[0],
+            bound=types.MappingProxyType(bound),
         )
         return func
 
     return decorator
+
+
+def _check_bind(task: str, name: str, func: Callable[..., Any], bound: dict[str, Any]) -> None:
+    """Each bound name is a keyword-only parameter of ``func`` the harness does not pass."""
+    params = inspect.signature(func).parameters
+    for key, value in bound.items():
+        parameter = params.get(key)
+        where = f"method {name!r} ({task}, {func.__module__}.{func.__qualname__}) binds {key!r}"
+        if key in ("seed", "checkpoint"):
+            raise TypeError(f"{where}, which the harness passes")
+        if parameter is None or parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
+            raise TypeError(f"{where}, which is not one of its keyword-only parameters")
+        annotation = _resolve_annotation(func, parameter.annotation)
+        if annotation is not None and not value_matches(value, annotation):
+            raise TypeError(f"{where} to {value!r}, expected {describe_type(annotation)}")
+
+
+def _bind(func: Callable[..., Any], bound: dict[str, Any]) -> Callable[..., Any]:
+    """``func`` with ``bound`` passed by keyword; the signature and callers lose those names."""
+
+    @functools.wraps(func)
+    def method(*args: Any, **kwargs: Any) -> Any:
+        fixed = sorted(set(kwargs) & set(bound))
+        if fixed:
+            raise TypeError(f"{func.__qualname__}: {fixed} are bound by the registration")
+        return func(*args, **kwargs, **bound)
+
+    sig = inspect.signature(func)
+    method.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[p for n, p in sig.parameters.items() if n not in bound]
+    )
+    return method
 
 
 def _check_contract(task: str, name: str, func: Callable[..., Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from pathlib import Path
@@ -77,6 +78,94 @@ def test_register_rejects_unknown_task_and_duplicates(monkeypatch):
         @registry.register("integration", "dup")
         def second(adata, *, seed):
             return None
+
+
+@pytest.fixture
+def bound_twins(monkeypatch):
+    """One function registered twice, ``plain`` and ``scaled``, each with its own bound value."""
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    monkeypatch.setattr(registry, "_DISCOVERED", True)
+    calls = []
+
+    @registry.register("integration", "plain", label="Plain", bind={"factor": 1.0})
+    @registry.register("integration", "scaled", label="Scaled", bind={"factor": 3.0})
+    def weighted(adata, *, seed: int, factor: float = 1.0, offset: float = 0.0):
+        """Row sums times ``factor`` plus ``offset``."""
+        calls.append({"seed": seed, "factor": factor, "offset": offset})
+        return np.asarray(adata.X.sum(axis=1)).ravel() * factor + offset
+
+    return weighted, calls
+
+
+def test_bind_registers_one_function_under_two_names(bound_twins):
+    weighted, calls = bound_twins
+    plain = registry.get_method("integration", "plain")
+    scaled = registry.get_method("integration", "scaled")
+    assert plain.function is scaled.function is weighted  # the decorator returns it unchanged
+    assert (dict(plain.bound), dict(scaled.bound)) == ({"factor": 1.0}, {"factor": 3.0})
+    assert (plain.label, scaled.label) == ("Plain", "Scaled")
+    assert plain.description == scaled.description == "Row sums times ``factor`` plus ``offset``."
+    # What the config may set: the bound parameter is not listed, the others keep their defaults.
+    assert plain.parameters() == scaled.parameters() == {"offset": 0.0}
+    assert "factor" not in inspect.signature(scaled.func).parameters
+    # The harness's call passes the bound value.
+    adata = ad.AnnData(np.ones((2, 3), dtype=np.float32))
+    np.testing.assert_allclose(scaled.func(adata, seed=4, offset=1.0), [10.0, 10.0])
+    assert calls == [{"seed": 4, "factor": 3.0, "offset": 1.0}]
+    np.testing.assert_allclose(plain.func(adata, seed=0), [3.0, 3.0])
+    assert calls[-1]["factor"] == 1.0
+
+
+def test_bound_parameters_cannot_be_set(bound_twins):
+    scaled = registry.get_method("integration", "scaled")
+    scaled.check_params({"offset": 2.0})
+    with pytest.raises(TypeError, match=r"'scaled' \(integration\) fixes factor .*factor=3\.0"):
+        scaled.check_params({"factor": 2.0})
+    with pytest.raises(registry.ParameterTypeError, match="offset"):
+        scaled.check_params({"offset": "2"})  # the remaining parameters keep their type checks
+    with pytest.raises(TypeError, match="bound by the registration"):
+        scaled.func(ad.AnnData(np.ones((1, 1), dtype=np.float32)), seed=0, factor=2.0)
+
+
+def test_bind_and_duplicate_checks(bound_twins):
+    weighted, _ = bound_twins
+    # The same registration again (a module imported twice) is accepted...
+    registry.register("integration", "scaled", label="Scaled", bind={"factor": 3.0})(weighted)
+    # ...with other bound values it is not, nor is another function under a taken name.
+    with pytest.raises(ValueError, match=r"registered twice .* different bound values"):
+        registry.register("integration", "scaled", bind={"factor": 2.0})(weighted)
+
+    def other(adata, *, seed: int, factor: float = 1.0):
+        return None
+
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("integration", "plain", bind={"factor": 1.0})(other)
+    # Only keyword-only parameters the harness does not pass can be bound, with a fitting value.
+    with pytest.raises(TypeError, match="binds 'scale', which is not one of its keyword-only"):
+        registry.register("integration", "bad1", bind={"scale": 1.0})(other)
+    with pytest.raises(TypeError, match="binds 'seed', which the harness passes"):
+        registry.register("integration", "bad2", bind={"seed": 1})(other)
+    with pytest.raises(TypeError, match="binds 'factor' to 'x', expected float"):
+        registry.register("integration", "bad3", bind={"factor": "x"})(other)
+    # The task contract is still checked for a registration with bound values.
+    with pytest.raises(TypeError, match="no keyword-only parameter 'seed'"):
+        registry.register("integration", "bad4", bind={"factor": 1.0})(
+            lambda adata, *, factor=1.0: None
+        )
+
+
+def test_run_method_calls_with_the_bound_value(bound_twins, toy_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "get_task", lambda name: _MeanTask())
+    _, calls = bound_twins
+    record = runner.run_method(
+        "integration", "scaled", "toy", toy_dataset, tmp_path / "o", seed=1, params={"offset": 0.5}
+    )
+    assert record["status"] == "ok" and calls == [{"seed": 1, "factor": 3.0, "offset": 0.5}]
+    record = runner.run_method(
+        "integration", "scaled", "toy", toy_dataset, tmp_path / "p", seed=1, params={"factor": 1.0}
+    )
+    assert record["status"] == "failed" and "fixes factor" in record["error"]
+    assert len(calls) == 1
 
 
 def test_get_method_lists_available(toy_methods):

@@ -56,10 +56,12 @@ def test_clusters_recover_separated_programs() -> None:
 
 
 def test_methods_are_the_perturbation_functions() -> None:
-    for name in ("scgpt", "gears", "additive", "linear"):
-        assert (
-            get_method("perturbation_expansion", name).func is get_method("perturbation", name).func
+    for name in ("scgpt", "scgpt_scratch", "gears", "additive", "linear"):
+        expansion, perturbation = (
+            get_method(t, name) for t in ("perturbation_expansion", "perturbation")
         )
+        assert expansion.function is perturbation.function
+        assert expansion.bound == perturbation.bound
     task = get_task("perturbation_expansion")
     assert isinstance(task, PerturbationExpansionTask)
     assert task.with_metric_options({"resolution": 0.5}).resolution == 0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -114,6 +115,77 @@ def test_registered_with_the_paper_labels():
     )
     for spec in found.values():
         assert spec.parameters()["device"] == "auto"
+
+
+TWIN_TASKS = (
+    "annotation",
+    "integration",
+    "multiomics",
+    "perturbation",
+    "perturbation_expansion",
+    "reverse_perturbation",
+)
+
+
+@pytest.mark.parametrize("task", TWIN_TASKS)
+def test_pretrained_and_scratch_are_one_function(task):
+    """``scgpt`` and ``scgpt_scratch`` run one function, ``pretrained`` bound by registration."""
+    pre, scratch = get_method(task, "scgpt"), get_method(task, "scgpt_scratch")
+    assert pre.function is scratch.function
+    assert (dict(pre.bound), dict(scratch.bound)) == ({"pretrained": True}, {"pretrained": False})
+    assert pre.parameters() == scratch.parameters()
+    assert "pretrained" not in pre.parameters()
+    with pytest.raises(TypeError, match=r"'scgpt_scratch' .* fixes pretrained .*=False"):
+        scratch.check_params({"pretrained": True})
+
+
+class _Loaded(Exception):
+    """Raised by the stand-in of ``load_model``: the adapter got this far with ``pretrained``."""
+
+
+@pytest.mark.parametrize("task", TWIN_TASKS)
+def test_the_harness_call_passes_the_bound_pretrained(task, monkeypatch):
+    import pandas as pd
+
+    def load_model(checkpoint, *, pretrained, seed):
+        raise _Loaded(pretrained)
+
+    for module in ("annotation", "integration", "multiomics", "perturbation"):
+        monkeypatch.setattr(f"baselines.scgpt_{module}.load_model", load_model)
+    obs = pd.DataFrame(
+        {"cell_type": ["a", "b"], "batch": ["x", "y"], "condition": ["ctrl", "A+ctrl"]},
+        index=["c0", "c1"],
+    )
+    cells = ad.AnnData(np.ones((2, 2), dtype=np.float32), obs=obs)
+    args = {
+        "annotation": (cells, cells),
+        "integration": (cells,),
+        "multiomics": (cells,),
+        "perturbation": (cells, ["A+ctrl"]),
+        "perturbation_expansion": (cells, ["A+ctrl"]),
+        "reverse_perturbation": (cells, ["A+ctrl"], cells),
+    }[task]
+    for method, pretrained in (("scgpt", True), ("scgpt_scratch", False)):
+        with pytest.raises(_Loaded) as loaded:
+            get_method(task, method).func(*args, seed=0, checkpoint="unused")
+        assert loaded.value.args == (pretrained,)
+
+
+def test_plan_refuses_pretrained_for_the_scgpt_twins():
+    import copy
+
+    import yaml
+
+    from benchmark.workflow import ConfigError, WorkflowPlan
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+    for method in ("scgpt", "scgpt_scratch"):
+        bad = copy.deepcopy(config)
+        bad["tasks"]["annotation"]["methods"][method] = {"pretrained": method == "scgpt"}
+        with pytest.raises(
+            ConfigError, match=rf"tasks\.annotation\.methods\.{method}: .* fixes pretrained"
+        ):
+            WorkflowPlan.from_config(bad)
 
 
 def test_tables_mark_the_suites_additions():

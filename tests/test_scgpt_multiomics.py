@@ -302,6 +302,8 @@ def test_adapters_pretrained_and_scratch(checkpoint, data):
         0.2,
     )
     assert (params["mask_ratio"], params["dab_weight"], params["nlayers"]) == (0.4, 1.0, 4)
+    assert scratch.parameters() == params and "pretrained" not in params
+    assert pre.function is scratch.function and dict(scratch.bound) == {"pretrained": False}
     a = pre.func(data, **kw)
     b = scratch.func(data, **kw)
     assert a.shape == b.shape == (data.n_obs, 32)

@@ -48,11 +48,22 @@ from benchmark.datasets.source_keys import assign_modalities, map_obs, select_co
 from benchmark.datasets.splits import gears_split, split_from_obs, split_from_sets
 from benchmark.datasets.standard import prefix_proteins
 from contract.conditions import normalise_condition
-from scgpt.safe_pickle import load_pickle
 
 __all__ = ["LOADERS"]
 
 log = logging.getLogger(__name__)
+
+
+def load_pickle(path: str | Path, *, numpy: bool = False, pandas: bool = False) -> Any:
+    """:func:`scgpt.safe_pickle.load_pickle`, imported when a loader needs it.
+
+    Importing ``scgpt`` imports torch (~2 s of CPU); every Snakemake invocation parses the
+    workflow, which imports this module (``benchmark.workflow`` -> ``benchmark.datasets``),
+    and most never unpickle anything.
+    """
+    from scgpt.safe_pickle import load_pickle as safe_load_pickle
+
+    return safe_load_pickle(path, numpy=numpy, pandas=pandas)
 
 
 def _load_h5ad(name: str, entry: DatasetEntry, raw_dir: Path, record: dict[str, Any]) -> ad.AnnData:

@@ -35,10 +35,11 @@ scib-metrics' pynndescent above (see :func:`compute_neighbors`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -628,6 +629,10 @@ def integration_scores(
     graph = neighbors.subset_neighbors(k_graph)
 
     connectivities = knn_connectivities(graph)
+    # The cell-type silhouette is O(n^2 d), the costliest score on large data: computed once
+    # for asw_cell and the isolated-label score, each of whose scib-metrics functions would
+    # compute it again (benchmarks/scaling.py).
+    silhouette = functools.cache(lambda: _cell_type_silhouette(embedding, cell_type))
 
     scores: dict[str, float] = {}
     if "nmi" in undefined:  # one cell type: clustering it would score 1.0 for nothing
@@ -635,11 +640,7 @@ def integration_scores(
         scores.update(nmi=math.nan, ari=math.nan, cluster_resolution=math.nan)
     else:
         scores.update(cluster_nmi_ari(connectivities, cell_type, clustering=clustering))
-    scores["asw_cell"] = (
-        math.nan
-        if "asw_cell" in undefined
-        else float(scib_metrics.silhouette_label(embedding, cell_type, rescale=True))
-    )
+    scores["asw_cell"] = math.nan if "asw_cell" in undefined else _asw_from_silhouette(silhouette())
     scores["asw_batch"] = _silhouette_batch(embedding, cell_type, batch)
     scores["graph_conn"] = graph_connectivity(connectivities, cell_type)
     scores.update(
@@ -652,12 +653,44 @@ def integration_scores(
         )
     )
     if extra:
-        scores.update(_extra_scores(embedding, neighbors, cell_type, batch, x_pre, kbet=kbet))
+        scores.update(
+            _extra_scores(
+                embedding, neighbors, cell_type, batch, x_pre, kbet=kbet, silhouette=silhouette
+            )
+        )
         # scib-metrics' variant (components of the directed kNN graph), under its own name.
         scores["graph_conn_scib_metrics"] = float(scib_metrics.graph_connectivity(graph, cell_type))
     ordered = {m: scores[m] for m in HEADLINE_METRICS}
     ordered.update({k: v for k, v in scores.items() if k not in ordered})
     return ordered
+
+
+def _cell_type_silhouette(embedding: np.ndarray, cell_type: np.ndarray) -> np.ndarray:
+    """Per-cell silhouette of the cell types (scib-metrics' ``silhouette_samples``, Euclidean,
+    the one behind both its ``silhouette_label`` and its ``isolated_labels``)."""
+    from scib_metrics.utils import silhouette_samples
+
+    return silhouette_samples(embedding, cell_type)
+
+
+def _asw_from_silhouette(silhouette: np.ndarray) -> float:
+    """scib-metrics' ``silhouette_label(rescale=True)`` from the per-cell silhouettes."""
+    return float(np.mean((np.mean(silhouette) + 1) / 2))
+
+
+def _isolated_labels_from_silhouette(
+    silhouette: np.ndarray, cell_type: np.ndarray, batch: np.ndarray
+) -> float:
+    """scib-metrics' ``isolated_labels`` (rescaled ASW of the labels found in the fewest
+    batches) from the per-cell silhouettes; its label choice is its own helper's."""
+    import pandas as pd
+    from scib_metrics.metrics._isolated_labels import _get_isolated_labels
+
+    rescaled = (silhouette + 1) / 2
+    isolated = _get_isolated_labels(cell_type, batch, None)
+    return float(
+        pd.Series({label: np.mean(rescaled[cell_type == label]) for label in isolated}).mean()
+    )
 
 
 def _extra_scores(
@@ -668,8 +701,13 @@ def _extra_scores(
     x_pre: np.ndarray | None,
     *,
     kbet: bool,
+    silhouette: Callable[[], np.ndarray] | None = None,
 ) -> dict[str, float]:
-    """iLISI, cLISI, kBET per label, isolated labels and PCR comparison (scib-metrics)."""
+    """iLISI, cLISI, kBET per label, isolated labels and PCR comparison (scib-metrics).
+
+    ``silhouette``: returns the per-cell cell-type silhouette (computed once and shared with
+    ``asw_cell``); computed here when not given.
+    """
     import scib_metrics
 
     out: dict[str, float] = {}
@@ -691,8 +729,10 @@ def _extra_scores(
             # NaN for cell types found in one batch only; numpy warns on an all-NaN mean.
             warnings.simplefilter("ignore", RuntimeWarning)
             out["kbet"] = float(scib_metrics.kbet_per_label(kbet_graph, batch, cell_type))
+    if silhouette is None:
+        silhouette = functools.cache(lambda: _cell_type_silhouette(embedding, cell_type))
     out["isolated_labels"] = (
-        float(scib_metrics.isolated_labels(embedding, cell_type, batch))
+        _isolated_labels_from_silhouette(silhouette(), cell_type, batch)
         if n_types >= MIN_CELL_TYPES
         else math.nan
     )

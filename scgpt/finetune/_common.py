@@ -192,9 +192,15 @@ def run_epochs(
     for epoch in range(epochs):
         sums: dict[str, float] = {}
         n = 0
-        items = list(batches(epoch))
+        # Batches are built as they are consumed: holding the whole epoch's padded tensors
+        # costs cells x max_len memory (GBs for the paper's perturbation and multi-omic sets)
+        # and gives the same batches (their random draws never share a generator with the
+        # loss), in the same order (benchmarks/scaling.py).
         for batch in tqdm(
-            items, desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False
+            batches(epoch),
+            desc=f"{desc} epoch {epoch + 1}/{epochs}",
+            disable=not progress,
+            leave=False,
         ):
             batch = {
                 k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()

@@ -141,7 +141,7 @@ def finetune_classifier(
     cfg = m.config
     train_rows, val_rows = holdout_split(adata.n_obs, val_fraction, seed)
 
-    def dataset(rows: np.ndarray) -> CellDataset:
+    def dataset(rows: np.ndarray, draws: str = "index") -> CellDataset:
         return CellDataset(
             X[rows],
             gene_ids,
@@ -151,6 +151,7 @@ def finetune_classifier(
             n_bins=cfg.n_bins,
             obs={"label": y[rows]},
             seed=seed,
+            draws=draws,
         )
 
     ds = dataset(train_rows)
@@ -168,7 +169,8 @@ def finetune_classifier(
 
     validate = None
     if val_rows.size:
-        val_ds = dataset(val_rows)
+        # Validated as predict_classifier predicts: each cell's draws keyed by its content.
+        val_ds = dataset(val_rows, draws="content")
         val_batches = length_sorted_batches(val_ds.lengths(), batch_size)
 
         @torch.inference_mode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,229 @@ class IntegrationResult:
     def best_epoch(self) -> int | None:
         """Epoch (1-based) whose weights the model holds; ``None`` without validation."""
         return best_epoch(self.history)
+
+
+def _integration_model(
+    base: TransformerModel,
+    adata: AnnData,
+    batch_key: str,
+    *,
+    dab_weight: float,
+    dsbn: bool,
+    use_batch_labels: bool,
+    explicit_zero_prob: bool,
+    mvc: bool,
+    ecs_threshold: float,
+) -> tuple[TransformerModel, np.ndarray]:
+    """The model adapted to the batches (``model.batch_categories``) and each cell's batch code."""
+    cats = (
+        sorted(adata.obs[batch_key].astype(str).unique())
+        if batch_key in adata.obs.columns
+        else None
+    )
+    b = batch_codes(adata, batch_key, cats)
+    n_batches = len(cats)
+    changes: dict[str, Any] = {
+        "num_batch_labels": n_batches,
+        "do_dab": dab_weight > 0,
+        "domain_spec_batchnorm": "dsbn" if dsbn else False,
+        "use_batch_labels": use_batch_labels,
+        "explicit_zero_prob": explicit_zero_prob,
+        "do_mvc": mvc or base.config.do_mvc,
+        "ecs_threshold": ecs_threshold,
+    }
+    m = adapt_model(base, **changes)
+    m.batch_categories = cats  # type: ignore[attr-defined]
+    return m, b
+
+
+def _dataset_maker(
+    X: Any,
+    gene_ids: np.ndarray,
+    b: np.ndarray,
+    vocab: GeneVocab,
+    cfg: Any,
+    *,
+    max_len: int,
+    binning: bool,
+    include_zero_genes: bool,
+    seed: int,
+) -> Callable[[np.ndarray], CellDataset]:
+    """``rows -> CellDataset`` of those cells (tokens, binned values, batch labels)."""
+
+    def dataset(rows: np.ndarray) -> CellDataset:
+        return CellDataset(
+            X[rows],
+            gene_ids,
+            max_len=max_len,
+            cls_id=vocab.cls_id,
+            cls_value=cfg.pad_value,
+            n_bins=cfg.n_bins if binning else None,
+            include_zero_genes=include_zero_genes,
+            obs={"batch_labels": b[rows]},
+            seed=seed,
+        )
+
+    return dataset
+
+
+def _epoch_batches(
+    ds: CellDataset,
+    collate: Collator,
+    groups: np.ndarray | None,
+    *,
+    batch_size: int,
+    seed: int,
+) -> Callable[[int], Iterator[dict[str, torch.Tensor]]]:
+    """``epoch -> training batches`` of length-bucketed cells (one batch per group if given)."""
+    sampler = LengthBucketSampler(
+        ds.lengths(),
+        batch_size,
+        shuffle=True,
+        seed=seed,
+        groups=groups,
+    )
+
+    def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        ds.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        return (collate([ds[i] for i in idx]) for idx in sampler)
+
+    return batches
+
+
+ModalityTypes = Callable[[torch.Tensor], "torch.Tensor | None"]
+"""Token ids -> modality index of each token (``None`` for models without modalities)."""
+
+
+def _modality_types(m: TransformerModel, token_modality: np.ndarray | None) -> ModalityTypes:
+    """Look-up of each token's modality from its id (see ``token_modality``)."""
+    cfg = m.config
+    if cfg.use_mod and token_modality is None:
+        raise ValueError("the model uses modality embeddings (use_mod): pass token_modality")
+    mod_lookup = (
+        None
+        if token_modality is None
+        else torch.as_tensor(np.asarray(token_modality), dtype=torch.long, device=m.device)
+    )
+    if mod_lookup is not None and mod_lookup.shape[0] != cfg.ntoken:
+        raise ValueError(
+            f"token_modality has {mod_lookup.shape[0]} entries for a vocabulary of {cfg.ntoken}"
+        )
+
+    def mod_types(gene_ids: torch.Tensor) -> torch.Tensor | None:
+        return None if mod_lookup is None else mod_lookup[gene_ids.to(mod_lookup.device)]
+
+    return mod_types
+
+
+def _integration_loss(
+    m: TransformerModel,
+    gen: torch.Generator,
+    mod_types: ModalityTypes,
+    *,
+    needs_labels: bool,
+    mask_ratio: float,
+    gep: bool,
+    mvc: bool,
+    ecs_weight: float,
+    dab_weight: float,
+) -> Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """The training loss: GEP / GEPC on freshly masked values (drawn by ``gen``), ECS, DAB."""
+    cfg = m.config
+
+    def loss_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        values, pad = batch["values"], batch["padding_mask"]
+        masked, mask = mask_values(
+            values.cpu(), pad.cpu(), mask_ratio=mask_ratio, mask_value=cfg.mask_value, generator=gen
+        )
+        masked, mask = masked.to(values.device), mask.to(values.device)
+        labels = batch["batch_labels"].long()
+        out = m(
+            batch["gene_ids"],
+            masked,
+            pad,
+            batch_labels=labels if needs_labels else None,
+            MVC=mvc,
+            ECS=ecs_weight > 0,
+            DAB=dab_weight > 0,
+            mod_types=mod_types(batch["gene_ids"]),
+        )
+        parts: dict[str, torch.Tensor] = {}
+        if gep:
+            parts["loss_gep"] = masked_mse(out["mlm_output"], values, mask)
+            if "mlm_zero_probs" in out:
+                parts["loss_gep_zero"] = masked_bernoulli_nll(out["mlm_zero_probs"], values, mask)
+        if mvc:
+            parts["loss_gepc"] = masked_mse(out["mvc_output"], values, mask)
+            if "mvc_zero_probs" in out:
+                parts["loss_gepc_zero"] = masked_bernoulli_nll(out["mvc_zero_probs"], values, mask)
+        if ecs_weight > 0:
+            parts["loss_ecs"] = ecs_weight * out["loss_ecs"]
+        if dab_weight > 0:
+            parts["loss_dab"] = dab_weight * F.cross_entropy(out["dab_output"].float(), labels)
+        if not parts:
+            raise ValueError("every objective is disabled (gep, mvc, ecs_weight, dab_weight)")
+        parts["loss"] = sum(parts.values())  # type: ignore[assignment]
+        return parts
+
+    return loss_fn
+
+
+def _masked_validation(
+    m: TransformerModel,
+    val_ds: CellDataset,
+    collate: Collator,
+    mod_types: ModalityTypes,
+    *,
+    needs_labels: bool,
+    batch_size: int,
+    mask_ratio: float,
+    precision: str,
+    seed: int,
+) -> Callable[[], dict[str, float]]:
+    """Validation of the held-out cells: masked-value MSE of the expression decoder."""
+    cfg = m.config
+    # The same cells, tokens and masked positions every epoch, so epochs compare on
+    # equal terms (the tutorial re-masks each epoch; its selection is noisier).
+    val_items = [
+        collate([val_ds[int(i)] for i in idx])
+        for idx in length_sorted_batches(val_ds.lengths(), batch_size)
+    ]
+    val_gen = torch.Generator().manual_seed(seed + 1)
+    val_masks = [
+        mask_values(
+            it["values"],
+            it["padding_mask"],
+            mask_ratio=mask_ratio,
+            mask_value=cfg.mask_value,
+            generator=val_gen,
+        )
+        for it in val_items
+    ]
+
+    @torch.inference_mode()
+    def validate() -> dict[str, float]:
+        # The tutorial's validation loss: MSE of the expression decoder at masked positions.
+        total, count = 0.0, 0
+        for it, (masked, mask) in zip(val_items, val_masks):
+            dev = m.device
+            with autocast_context(dev, precision):
+                out = m(
+                    it["gene_ids"].to(dev),
+                    masked.to(dev),
+                    it["padding_mask"].to(dev),
+                    batch_labels=it["batch_labels"].long().to(dev) if needs_labels else None,
+                    mod_types=mod_types(it["gene_ids"].to(dev)),
+                )
+            n = int(mask.sum())
+            total += (
+                float(masked_mse(out["mlm_output"].float(), it["values"].to(dev), mask.to(dev))) * n
+            )
+            count += n
+        return {"val_mse": total / max(count, 1)}
+
+    return validate
 
 
 def finetune_integration(
@@ -162,149 +386,67 @@ def finetune_integration(
     """
     seed_everything(seed)
     base, vocab = load_for_finetune(model, vocab, device)
-    cats = (
-        sorted(adata.obs[batch_key].astype(str).unique())
-        if batch_key in adata.obs.columns
-        else None
+    m, b = _integration_model(
+        base,
+        adata,
+        batch_key,
+        dab_weight=dab_weight,
+        dsbn=dsbn,
+        use_batch_labels=use_batch_labels,
+        explicit_zero_prob=explicit_zero_prob,
+        mvc=mvc,
+        ecs_threshold=ecs_threshold,
     )
-    b = batch_codes(adata, batch_key, cats)
-    n_batches = len(cats)
-    changes: dict[str, Any] = {
-        "num_batch_labels": n_batches,
-        "do_dab": dab_weight > 0,
-        "domain_spec_batchnorm": "dsbn" if dsbn else False,
-        "use_batch_labels": use_batch_labels,
-        "explicit_zero_prob": explicit_zero_prob,
-        "do_mvc": mvc or base.config.do_mvc,
-        "ecs_threshold": ecs_threshold,
-    }
-    m = adapt_model(base, **changes)
-    m.batch_categories = cats  # type: ignore[attr-defined]
+    cats = m.batch_categories  # type: ignore[attr-defined]
     cfg = m.config
     X, gene_ids = expression_inputs(adata, vocab, gene_col=gene_col, layer=layer)
     train_rows, val_rows = holdout_split(adata.n_obs, val_fraction, seed)
 
-    def dataset(rows: np.ndarray) -> CellDataset:
-        return CellDataset(
-            X[rows],
-            gene_ids,
-            max_len=max_len,
-            cls_id=vocab.cls_id,
-            cls_value=cfg.pad_value,
-            n_bins=cfg.n_bins if binning else None,
-            include_zero_genes=include_zero_genes,
-            obs={"batch_labels": b[rows]},
-            seed=seed,
-        )
-
-    ds = dataset(train_rows)
-    collate = Collator(vocab.pad_id, cfg.pad_value)
-    sampler = LengthBucketSampler(
-        ds.lengths(),
-        batch_size,
-        shuffle=True,
+    dataset = _dataset_maker(
+        X,
+        gene_ids,
+        b,
+        vocab,
+        cfg,
+        max_len=max_len,
+        binning=binning,
+        include_zero_genes=include_zero_genes,
         seed=seed,
-        groups=b[train_rows] if group_batches else None,
+    )
+    collate = Collator(vocab.pad_id, cfg.pad_value)
+    batches = _epoch_batches(
+        dataset(train_rows),
+        collate,
+        b[train_rows] if group_batches else None,
+        batch_size=batch_size,
+        seed=seed,
     )
     needs_labels = cfg.use_batch_labels or cfg.uses_dsbn
-    gen = torch.Generator().manual_seed(seed)
-    if cfg.use_mod and token_modality is None:
-        raise ValueError("the model uses modality embeddings (use_mod): pass token_modality")
-    mod_lookup = (
-        None
-        if token_modality is None
-        else torch.as_tensor(np.asarray(token_modality), dtype=torch.long, device=m.device)
+    mod_types = _modality_types(m, token_modality)
+    loss_fn = _integration_loss(
+        m,
+        torch.Generator().manual_seed(seed),
+        mod_types,
+        needs_labels=needs_labels,
+        mask_ratio=mask_ratio,
+        gep=gep,
+        mvc=mvc,
+        ecs_weight=ecs_weight,
+        dab_weight=dab_weight,
     )
-    if mod_lookup is not None and mod_lookup.shape[0] != cfg.ntoken:
-        raise ValueError(
-            f"token_modality has {mod_lookup.shape[0]} entries for a vocabulary of {cfg.ntoken}"
-        )
-
-    def mod_types(gene_ids: torch.Tensor) -> torch.Tensor | None:
-        return None if mod_lookup is None else mod_lookup[gene_ids.to(mod_lookup.device)]
-
-    def batches(epoch: int):
-        ds.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        return (collate([ds[i] for i in idx]) for idx in sampler)
-
-    def loss_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        values, pad = batch["values"], batch["padding_mask"]
-        masked, mask = mask_values(
-            values.cpu(), pad.cpu(), mask_ratio=mask_ratio, mask_value=cfg.mask_value, generator=gen
-        )
-        masked, mask = masked.to(values.device), mask.to(values.device)
-        labels = batch["batch_labels"].long()
-        out = m(
-            batch["gene_ids"],
-            masked,
-            pad,
-            batch_labels=labels if needs_labels else None,
-            MVC=mvc,
-            ECS=ecs_weight > 0,
-            DAB=dab_weight > 0,
-            mod_types=mod_types(batch["gene_ids"]),
-        )
-        parts: dict[str, torch.Tensor] = {}
-        if gep:
-            parts["loss_gep"] = masked_mse(out["mlm_output"], values, mask)
-            if "mlm_zero_probs" in out:
-                parts["loss_gep_zero"] = masked_bernoulli_nll(out["mlm_zero_probs"], values, mask)
-        if mvc:
-            parts["loss_gepc"] = masked_mse(out["mvc_output"], values, mask)
-            if "mvc_zero_probs" in out:
-                parts["loss_gepc_zero"] = masked_bernoulli_nll(out["mvc_zero_probs"], values, mask)
-        if ecs_weight > 0:
-            parts["loss_ecs"] = ecs_weight * out["loss_ecs"]
-        if dab_weight > 0:
-            parts["loss_dab"] = dab_weight * F.cross_entropy(out["dab_output"].float(), labels)
-        if not parts:
-            raise ValueError("every objective is disabled (gep, mvc, ecs_weight, dab_weight)")
-        parts["loss"] = sum(parts.values())  # type: ignore[assignment]
-        return parts
-
     validate = None
     if val_rows.size:
-        val_ds = dataset(val_rows)
-        # The same cells, tokens and masked positions every epoch, so epochs compare on
-        # equal terms (the tutorial re-masks each epoch; its selection is noisier).
-        val_items = [
-            collate([val_ds[int(i)] for i in idx])
-            for idx in length_sorted_batches(val_ds.lengths(), batch_size)
-        ]
-        val_gen = torch.Generator().manual_seed(seed + 1)
-        val_masks = [
-            mask_values(
-                it["values"],
-                it["padding_mask"],
-                mask_ratio=mask_ratio,
-                mask_value=cfg.mask_value,
-                generator=val_gen,
-            )
-            for it in val_items
-        ]
-
-        @torch.inference_mode()
-        def validate() -> dict[str, float]:
-            # The tutorial's validation loss: MSE of the expression decoder at masked positions.
-            total, count = 0.0, 0
-            for it, (masked, mask) in zip(val_items, val_masks):
-                dev = m.device
-                with autocast_context(dev, precision):
-                    out = m(
-                        it["gene_ids"].to(dev),
-                        masked.to(dev),
-                        it["padding_mask"].to(dev),
-                        batch_labels=it["batch_labels"].long().to(dev) if needs_labels else None,
-                        mod_types=mod_types(it["gene_ids"].to(dev)),
-                    )
-                n = int(mask.sum())
-                total += (
-                    float(masked_mse(out["mlm_output"].float(), it["values"].to(dev), mask.to(dev)))
-                    * n
-                )
-                count += n
-            return {"val_mse": total / max(count, 1)}
+        validate = _masked_validation(
+            m,
+            dataset(val_rows),
+            collate,
+            mod_types,
+            needs_labels=needs_labels,
+            batch_size=batch_size,
+            mask_ratio=mask_ratio,
+            precision=precision,
+            seed=seed,
+        )
 
     opt, sched = optimizer_and_scheduler(m, lr, weight_decay, schedule_gamma, eps=adam_eps)
     history = run_epochs(

@@ -32,7 +32,7 @@ headline metric.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -251,6 +251,161 @@ def _validation_split(
     return val
 
 
+def _condition_rows(
+    adata: AnnData, condition_key: str, control: str, split_key: str | None, val_split: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Each cell's condition, the control and training rows, and the validation conditions."""
+    if condition_key not in adata.obs.columns:
+        raise KeyError(
+            f"condition_key {condition_key!r} is not an obs column (columns: {list(adata.obs.columns)})"
+        )
+    conds = adata.obs[condition_key].astype(str).to_numpy()
+    ctrl_rows = np.flatnonzero(conds == control)
+    if ctrl_rows.size == 0:
+        raise ValueError(f"no control cells ({condition_key} == {control!r}) in the training data")
+    val_conditions = _validation_split(adata, conds, control, split_key, val_split)
+    train_rows = np.flatnonzero(~np.isin(conds, val_conditions))
+    if val_conditions:
+        logger.info(
+            "perturbation: %d validation condition(s) held out to select the epoch: %s",
+            len(val_conditions),
+            val_conditions,
+        )
+    return conds, ctrl_rows, train_rows, val_conditions
+
+
+def _gene_tokens(
+    adata: AnnData, vocab: GeneVocab, gene_col: str | None, max_len: int
+) -> tuple[list[str], np.ndarray]:
+    """Gene names and token ids (``<pad>`` for genes outside the vocabulary), with warnings."""
+    genes = [str(g) for g in gene_names(adata, gene_col)]
+    ids, report = map_genes(genes, vocab)
+    if report.n_matched < report.n_total:
+        logger.warning(
+            "%d of %d genes are not in the vocabulary; they stay in the input with the <pad> token",
+            report.n_total - report.n_matched,
+            report.n_total,
+        )
+    gene_ids = np.where(ids >= 0, ids, vocab.pad_id)
+    n_genes = len(genes)
+    if n_genes > max_len:
+        warnings.warn(
+            f"the data has {n_genes} genes, more than max_len={max_len}: each training batch uses a random "
+            f"subset of {max_len} genes (perturbed genes always included); prediction uses all {n_genes} genes",
+            stacklevel=3,  # the caller of train_perturbation_model
+        )
+    return genes, gene_ids
+
+
+def _float32_matrix(adata: AnnData, layer: str | None) -> np.ndarray | sp.csr_matrix:
+    """``X`` (or ``layer``) as float32: CSR if sparse, else a dense array."""
+    X = adata.layers[layer] if layer is not None else adata.X
+    return sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
+
+
+def _pair_batches(
+    X: np.ndarray | sp.csr_matrix,
+    conds: np.ndarray,
+    cond_flags: dict[str, np.ndarray],
+    train_rows: np.ndarray,
+    ctrl_rows: np.ndarray,
+    gid_t: torch.Tensor,
+    rng: np.random.Generator,
+    *,
+    batch_size: int,
+    max_len: int,
+) -> Callable[[int], Iterator[dict[str, torch.Tensor]]]:
+    """``epoch -> batches`` of (random control cell + the cell's flags -> the cell) pairs.
+
+    With more genes than ``max_len`` each batch keeps its perturbed genes and a random
+    subset of the others (all drawn from ``rng``, in the order of the batches).
+    """
+    n_genes = len(gid_t)
+
+    def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        order = rng.permutation(train_rows)
+        for s in range(0, len(order), batch_size):
+            rows = order[s : s + batch_size]
+            src = rng.choice(ctrl_rows, size=len(rows))
+            inp = _dense_rows(X, src)
+            tgt = _dense_rows(X, rows)
+            flags = np.stack([cond_flags[conds[r]] for r in rows])
+            cols = np.arange(n_genes)
+            if n_genes > max_len:
+                pert_cols = np.flatnonzero(flags.any(0))
+                rest = np.setdiff1d(cols, pert_cols)
+                pick = rng.choice(rest, size=max(0, max_len - len(pert_cols)), replace=False)
+                cols = np.sort(np.concatenate([pert_cols, pick]))
+            yield {
+                "gene_ids": gid_t[cols].expand(len(rows), -1).clone(),
+                "values": torch.from_numpy(inp[:, cols]),
+                "target": torch.from_numpy(tgt[:, cols]),
+                "pert_flags": torch.from_numpy(flags[:, cols]),
+            }
+
+    return batches
+
+
+def _perturbation_loss(
+    m: TransformerModel,
+) -> Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """MSE of the predicted perturbed expression over every gene of the batch."""
+
+    def loss_fn(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = m(b["gene_ids"], b["values"], None, pert_flags=b["pert_flags"])
+        return {
+            "loss": masked_mse(
+                out["mlm_output"], b["target"], torch.ones_like(b["target"], dtype=torch.bool)
+            )
+        }
+
+    return loss_fn
+
+
+def _validation_scores(
+    m: TransformerModel,
+    X: np.ndarray | sp.csr_matrix,
+    conds: np.ndarray,
+    ctrl_rows: np.ndarray,
+    val_flags: list[np.ndarray],
+    val_conditions: list[str],
+    gid_t: torch.Tensor,
+    rng: np.random.Generator,
+    *,
+    val_control_cells: int,
+    batch_size: int,
+    precision: str,
+) -> Callable[[], dict[str, float]]:
+    """Pearson and Pearson-delta of the validation conditions' predicted mean expression.
+
+    Each condition is predicted from the same fixed sample of control cells (drawn from
+    ``rng``) every epoch.
+    """
+    val_ctrl = rng.choice(ctrl_rows, size=min(val_control_cells, ctrl_rows.size), replace=False)
+    ctrl_mean = np.asarray(X[ctrl_rows].mean(axis=0), dtype=np.float64).ravel()
+    observed = np.stack(
+        [np.asarray(X[conds == c].mean(axis=0), dtype=np.float64).ravel() for c in val_conditions]
+    )
+    gid_dev = gid_t.to(m.device)
+
+    def validate() -> dict[str, float]:
+        predicted = _predict_means(
+            m,
+            X,
+            gid_dev,
+            val_flags,
+            [val_ctrl] * len(val_flags),
+            batch_size=batch_size,
+            precision=precision,
+        )
+        return {
+            "val_pearson": _mean_pearson(predicted, observed),
+            "val_pearson_delta": _pearson_delta(predicted, observed, ctrl_mean),
+        }
+
+    return validate
+
+
 def train_perturbation_model(
     model: ModelLike,
     adata: AnnData,
@@ -330,38 +485,11 @@ def train_perturbation_model(
         raise ValueError(f"select_by must be one of {sorted(SELECTION_SCORES)}, got {select_by!r}")
     seed_everything(seed)
     base, vocab = load_for_finetune(model, vocab, device)
-    if condition_key not in adata.obs.columns:
-        raise KeyError(
-            f"condition_key {condition_key!r} is not an obs column (columns: {list(adata.obs.columns)})"
-        )
-    conds = adata.obs[condition_key].astype(str).to_numpy()
-    ctrl_rows = np.flatnonzero(conds == control)
-    if ctrl_rows.size == 0:
-        raise ValueError(f"no control cells ({condition_key} == {control!r}) in the training data")
-    val_conditions = _validation_split(adata, conds, control, split_key, val_split)
-    train_rows = np.flatnonzero(~np.isin(conds, val_conditions))
-    if val_conditions:
-        logger.info(
-            "perturbation: %d validation condition(s) held out to select the epoch: %s",
-            len(val_conditions),
-            val_conditions,
-        )
-    genes = [str(g) for g in gene_names(adata, gene_col)]
-    ids, report = map_genes(genes, vocab)
-    if report.n_matched < report.n_total:
-        logger.warning(
-            "%d of %d genes are not in the vocabulary; they stay in the input with the <pad> token",
-            report.n_total - report.n_matched,
-            report.n_total,
-        )
-    gene_ids = np.where(ids >= 0, ids, vocab.pad_id)
+    conds, ctrl_rows, train_rows, val_conditions = _condition_rows(
+        adata, condition_key, control, split_key, val_split
+    )
+    genes, gene_ids = _gene_tokens(adata, vocab, gene_col, max_len)
     n_genes = len(genes)
-    if n_genes > max_len:
-        warnings.warn(
-            f"the data has {n_genes} genes, more than max_len={max_len}: each training batch uses a random "
-            f"subset of {max_len} genes (perturbed genes always included); prediction uses all {n_genes} genes",
-            stacklevel=2,
-        )
     m = perturbation_model(
         base,
         dropout=dropout,
@@ -369,78 +497,43 @@ def train_perturbation_model(
         input_batchnorm=input_batchnorm,
         load_prefixes=load_prefixes,
     )
-    X = adata.layers[layer] if layer is not None else adata.X
-    X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
+    X = _float32_matrix(adata, layer)
     gene_pos = {g: i for i, g in enumerate(genes)}
     cond_flags = {c: _flags_for(n_genes, gene_pos, c, control) for c in np.unique(conds)}
     gid_t = torch.as_tensor(gene_ids)
-    rng = np.random.default_rng(seed)
-
-    def batches(epoch: int):
-        order = rng.permutation(train_rows)
-        for s in range(0, len(order), batch_size):
-            rows = order[s : s + batch_size]
-            src = rng.choice(ctrl_rows, size=len(rows))
-            inp = _dense_rows(X, src)
-            tgt = _dense_rows(X, rows)
-            flags = np.stack([cond_flags[conds[r]] for r in rows])
-            cols = np.arange(n_genes)
-            if n_genes > max_len:
-                pert_cols = np.flatnonzero(flags.any(0))
-                rest = np.setdiff1d(cols, pert_cols)
-                pick = rng.choice(rest, size=max(0, max_len - len(pert_cols)), replace=False)
-                cols = np.sort(np.concatenate([pert_cols, pick]))
-            yield {
-                "gene_ids": gid_t[cols].expand(len(rows), -1).clone(),
-                "values": torch.from_numpy(inp[:, cols]),
-                "target": torch.from_numpy(tgt[:, cols]),
-                "pert_flags": torch.from_numpy(flags[:, cols]),
-            }
-
-    def loss_fn(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = m(b["gene_ids"], b["values"], None, pert_flags=b["pert_flags"])
-        return {
-            "loss": masked_mse(
-                out["mlm_output"], b["target"], torch.ones_like(b["target"], dtype=torch.bool)
-            )
-        }
-
+    batches = _pair_batches(
+        X,
+        conds,
+        cond_flags,
+        train_rows,
+        ctrl_rows,
+        gid_t,
+        np.random.default_rng(seed),
+        batch_size=batch_size,
+        max_len=max_len,
+    )
     validate = None
     if val_conditions:
-        val_ctrl = np.random.default_rng(seed + 1).choice(
-            ctrl_rows, size=min(val_control_cells, ctrl_rows.size), replace=False
+        validate = _validation_scores(
+            m,
+            X,
+            conds,
+            ctrl_rows,
+            [cond_flags[c] for c in val_conditions],
+            val_conditions,
+            gid_t,
+            np.random.default_rng(seed + 1),
+            val_control_cells=val_control_cells,
+            batch_size=batch_size,
+            precision=precision,
         )
-        ctrl_mean = np.asarray(X[ctrl_rows].mean(axis=0), dtype=np.float64).ravel()
-        observed = np.stack(
-            [
-                np.asarray(X[conds == c].mean(axis=0), dtype=np.float64).ravel()
-                for c in val_conditions
-            ]
-        )
-        val_flags = [cond_flags[c] for c in val_conditions]
-        gid_dev = gid_t.to(m.device)
-
-        def validate() -> dict[str, float]:
-            predicted = _predict_means(
-                m,
-                X,
-                gid_dev,
-                val_flags,
-                [val_ctrl] * len(val_flags),
-                batch_size=batch_size,
-                precision=precision,
-            )
-            return {
-                "val_pearson": _mean_pearson(predicted, observed),
-                "val_pearson_delta": _pearson_delta(predicted, observed, ctrl_mean),
-            }
 
     opt, sched = optimizer_and_scheduler(m, lr, weight_decay, schedule_gamma, eps=adam_eps)
     history = run_epochs(
         m,
         epochs=epochs,
         batches=batches,
-        loss_fn=loss_fn,
+        loss_fn=_perturbation_loss(m),
         optimizer=opt,
         scheduler=sched,
         precision=precision,
@@ -526,8 +619,7 @@ def predict_perturbation(
             )
     else:
         ctrl = np.arange(adata.n_obs)
-    X = adata.layers[layer] if layer is not None else adata.X
-    X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
+    X = _float32_matrix(adata, layer)
     rng = np.random.default_rng(seed)
     gene_pos = {g: i for i, g in enumerate(result.genes)}
     flags = [_flags_for(n_genes, gene_pos, c, result.control) for c in conditions]

@@ -10,7 +10,7 @@ import os
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +225,8 @@ def check_resumable(cfg: PretrainConfig, out_dir: Path, fraction: float = 1.0) -
         )
 
 
-def _train_one(cfg: PretrainConfig, fraction: float, out_dir: Path, dist_info: _Dist) -> Path:
+def _set_up_process(cfg: PretrainConfig, dist_info: _Dist) -> torch.device:
+    """This rank's device, thread count and seed (``seed + rank``)."""
     device = resolve_device(cfg.device)
     if device.type == "cuda" and dist_info.world > 1:
         device = torch.device("cuda", dist_info.local_rank)
@@ -233,14 +234,18 @@ def _train_one(cfg: PretrainConfig, fraction: float, out_dir: Path, dist_info: _
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed + dist_info.rank)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out_dir / "checkpoints"
-    shards = list_shards(cfg.data)
+    return device
 
-    model, vocab = _build_model(cfg, shards)
-    mconf = model.config
-    if mconf.use_generative is False and cfg.objective == "generative":
-        raise ValueError("the generative objective needs a model with use_generative=True")
+
+def _open_corpus(
+    cfg: PretrainConfig,
+    shards: Sequence[Path],
+    vocab: GeneVocab,
+    mconf: ModelConfig,
+    fraction: float,
+    dist_info: _Dist,
+) -> tuple[ShardedCorpus, int, int]:
+    """This rank's stream of the corpus, its usable micro-batches per epoch and the steps."""
     corpus = ShardedCorpus(
         shards,
         vocab,
@@ -265,206 +270,347 @@ def _train_one(cfg: PretrainConfig, fraction: float, out_dir: Path, dist_info: _
             f"{cfg.batch_size} x grad_accum_steps {cfg.grad_accum_steps} x {dist_info.world} ranks"
         )
     total_steps = cfg.max_steps or cfg.epochs * micro_per_epoch // cfg.grad_accum_steps
+    return corpus, micro_per_epoch, total_steps
 
-    model.to(device)
-    model.train()
-    objective: nn.Module = PretrainObjective(model, cfg)
-    if dist_info.world > 1:
-        objective = nn.parallel.DistributedDataParallel(
-            objective, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
-    )
 
-    step, epoch, pos = 0, 0, 0
-    existing = _checkpoints(ckpt_dir)
-    if existing and not cfg.resume:
-        if dist_info.main:
-            logger.info(
-                "resume is off: deleting the %d checkpoint(s) in %s", len(existing), ckpt_dir
-            )
-            for path in existing:
-                path.unlink()
+@dataclass
+class _Progress:
+    """Where a run stands (optimizer steps, epoch, micro-batch in the epoch) and its loss sums."""
+
+    step: int = 0
+    epoch: int = 0
+    pos: int = 0
+    steps_this_call: int = 0
+    stopped_early: bool = False
+    accum: dict[str, Any] = field(default_factory=dict)
+    n_accum: int = 0
+    t0: float = 0.0
+    window: dict[str, float] = field(default_factory=dict)
+
+    def start_clock(self) -> None:
+        self.t0 = time.perf_counter()
+        self.window = {"tokens": 0, "cells": 0, "t": time.perf_counter()}
+
+
+@dataclass(eq=False)
+class _Run:
+    """One pre-training run (one data fraction) of this rank: model, optimizer, corpus, state."""
+
+    cfg: PretrainConfig
+    fraction: float
+    out_dir: Path
+    dist_info: _Dist
+    device: torch.device
+    model: TransformerModel
+    vocab: GeneVocab
+    corpus: ShardedCorpus
+    micro_per_epoch: int
+    total_steps: int
+    objective: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    progress: _Progress = field(default_factory=_Progress)
+    log: _LossLog | None = None
+    bar: Any = None
+
+    @classmethod
+    def create(
+        cls,
+        cfg: PretrainConfig,
+        fraction: float,
+        out_dir: Path,
+        dist_info: _Dist,
+        device: torch.device,
+        model: TransformerModel,
+        vocab: GeneVocab,
+        corpus: ShardedCorpus,
+        micro_per_epoch: int,
+        total_steps: int,
+    ) -> _Run:
+        """Move the model to the device and build its objective (DDP), optimizer and schedule."""
+        model.to(device)
+        model.train()
+        objective: nn.Module = PretrainObjective(model, cfg)
         if dist_info.world > 1:
-            dist.barrier()
-        existing = []
-    if existing:
-        check_resumable(cfg, out_dir, fraction)
-        # A step file is read like any weights file: tensors and plain values only, never
-        # executed (a planted or corrupt file is refused, naming it).
-        state = load_weights(existing[-1], map_location="cpu")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, epoch, pos = state["step"], state["epoch"], state["batch_in_epoch"]
-        rng = state["rng"]
-        _set_rng_state(rng[dist_info.rank] if isinstance(rng, list) else rng, device)
-        if dist_info.main:
-            logger.info(
-                "resumed from %s (step %d, epoch %d, batch %d)", existing[-1], step, epoch, pos
+            objective = nn.parallel.DistributedDataParallel(
+                objective, device_ids=[device.index] if device.type == "cuda" else None
             )
-
-    log = _LossLog(out_dir, step, cfg.tensorboard) if dist_info.main else None
-    if dist_info.main:
-        write_json_atomic(
-            {
-                **cfg.to_dict(),
-                "fraction": fraction,
-                "n_cells": corpus.n_cells,
-                "total_steps": total_steps,
-                "model": mconf.to_args_json(),
-            },
-            out_dir / "run_config.json",
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
+        )
+        return cls(
+            cfg=cfg,
+            fraction=fraction,
+            out_dir=out_dir,
+            dist_info=dist_info,
+            device=device,
+            model=model,
+            vocab=vocab,
+            corpus=corpus,
+            micro_per_epoch=micro_per_epoch,
+            total_steps=total_steps,
+            objective=objective,
+            optimizer=optimizer,
+            scheduler=scheduler,
         )
 
-    def save_checkpoint() -> None:
-        rng_states: Any = _rng_state(device)
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    def resume_or_start_over(self) -> None:
+        """Resume from the last step checkpoint, or delete the checkpoints if resume is off."""
+        cfg, dist_info, ckpt_dir = self.cfg, self.dist_info, self.ckpt_dir
+        existing = _checkpoints(ckpt_dir)
+        if existing and not cfg.resume:
+            if dist_info.main:
+                logger.info(
+                    "resume is off: deleting the %d checkpoint(s) in %s", len(existing), ckpt_dir
+                )
+                for path in existing:
+                    path.unlink()
+            if dist_info.world > 1:
+                dist.barrier()
+            existing = []
+        if existing:
+            check_resumable(cfg, self.out_dir, self.fraction)
+            # A step file is read like any weights file: tensors and plain values only, never
+            # executed (a planted or corrupt file is refused, naming it).
+            state = load_weights(existing[-1], map_location="cpu")
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            progress = self.progress
+            progress.step, progress.epoch = state["step"], state["epoch"]
+            progress.pos = state["batch_in_epoch"]
+            rng = state["rng"]
+            _set_rng_state(rng[dist_info.rank] if isinstance(rng, list) else rng, self.device)
+            if dist_info.main:
+                logger.info(
+                    "resumed from %s (step %d, epoch %d, batch %d)",
+                    existing[-1],
+                    progress.step,
+                    progress.epoch,
+                    progress.pos,
+                )
+
+    def open_log(self) -> None:
+        """The loss log (rank 0) and ``run_config.json`` (options, corpus size, steps, model)."""
+        cfg = self.cfg
+        self.log = (
+            _LossLog(self.out_dir, self.progress.step, cfg.tensorboard)
+            if self.dist_info.main
+            else None
+        )
+        if self.dist_info.main:
+            write_json_atomic(
+                {
+                    **cfg.to_dict(),
+                    "fraction": self.fraction,
+                    "n_cells": self.corpus.n_cells,
+                    "total_steps": self.total_steps,
+                    "model": self.model.config.to_args_json(),
+                },
+                self.out_dir / "run_config.json",
+            )
+
+    def save_checkpoint(self) -> None:
+        """Write ``step_<n>.pt`` (model, optimizer, schedule, position, every rank's RNG)."""
+        dist_info, progress = self.dist_info, self.progress
+        rng_states: Any = _rng_state(self.device)
         if dist_info.world > 1:
             gathered: list[Any] = [None] * dist_info.world
             dist.all_gather_object(gathered, rng_states)
             rng_states = gathered
         if dist_info.main:
             state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "step": step,
-                "epoch": epoch,
-                "batch_in_epoch": pos,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "step": progress.step,
+                "epoch": progress.epoch,
+                "batch_in_epoch": progress.pos,
                 "rng": rng_states,
-                "model_config": mconf.to_args_json(),
-                "vocab": vocab.stoi,
-                "fraction": fraction,
+                "model_config": self.model.config.to_args_json(),
+                "vocab": self.vocab.stoi,
+                "fraction": self.fraction,
             }
-            torch_save_atomic(state, ckpt_dir / f"step_{step:09d}.pt")
-            for old in _checkpoints(ckpt_dir)[: -max(1, cfg.keep_checkpoints)]:
+            torch_save_atomic(state, self.ckpt_dir / f"step_{progress.step:09d}.pt")
+            for old in _checkpoints(self.ckpt_dir)[: -max(1, self.cfg.keep_checkpoints)]:
                 old.unlink(missing_ok=True)
         if dist_info.world > 1:
             dist.barrier()
 
-    from tqdm.auto import tqdm
+    def train(self) -> None:
+        """Run epochs until ``total_steps`` or ``stop_after_steps``; closes log and corpus."""
+        from tqdm.auto import tqdm
 
-    bar = tqdm(
-        total=total_steps,
-        initial=step,
-        disable=not (cfg.progress and dist_info.main),
-        desc="pretrain",
-        dynamic_ncols=True,
-    )
-    steps_this_call = 0
-    t0 = time.perf_counter()
-    window = {"tokens": 0, "cells": 0, "t": time.perf_counter()}
-    accum: dict[str, Any] = {}
-    n_accum = 0
-    stopped_early = False
-    try:
-        while step < total_steps and not stopped_early:
-            micro: list[dict[str, torch.Tensor]] = []
-            stream = prefetch(corpus.iter_batches(epoch, pos), cfg.prefetch)
-            try:
-                for batch in stream:
-                    if int(batch["batch_index"]) >= micro_per_epoch:
-                        break
-                    micro.append(batch)
-                    if len(micro) < cfg.grad_accum_steps:
-                        continue
-                    prompt = (
-                        cfg.objective == "generative"
-                        and cfg.cell_prompt_after is not None
-                        and step >= cfg.cell_prompt_after
-                    )
-                    for i, mb in enumerate(micro):
-                        # A micro-batch's draws (generation ratio, generated genes) follow its
-                        # place in the global stream: rank r's b-th batch is batch b * world + r
-                        # of the epoch. W ranks then draw what one process with W times the
-                        # accumulation draws for the same cells, and one process (world 1)
-                        # keeps the draws it always had ([seed, epoch, b, 0]).
-                        global_index = int(mb["batch_index"]) * dist_info.world + dist_info.rank
-                        gen = torch.Generator().manual_seed(
-                            int(
-                                np.random.SeedSequence(
-                                    [cfg.seed, epoch, global_index, 0]
-                                ).generate_state(1)[0]
-                            )
-                        )
-                        last = i == len(micro) - 1
-                        sync = (
-                            objective.no_sync()
-                            if (dist_info.world > 1 and not last)
-                            else contextlib.nullcontext()
-                        )
-                        with sync:  # forward and backward both inside no_sync (DDP rule)
-                            with autocast_context(device, cfg.precision):
-                                parts = objective(mb, gen, prompt)
-                            (parts["loss"] / len(micro)).backward()
-                        for k, v in parts.items():  # kept on the device: no sync per step
-                            accum[k] = accum.get(k, 0.0) + v.detach().float()
-                        n_accum += 1
-                        window["tokens"] += int((~mb["padding_mask"]).sum())
-                        window["cells"] += mb["gene_ids"].shape[0]
-                    if cfg.max_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    micro = []
-                    step += 1
-                    steps_this_call += 1
-                    pos += cfg.grad_accum_steps
-                    bar.update(1)
-                    if step % cfg.log_every == 0 or step == total_steps:
-                        _log_row(
-                            log,
-                            accum,
-                            n_accum,
-                            step,
-                            epoch,
-                            pos,
-                            scheduler,
-                            window,
-                            t0,
-                            dist_info,
-                            bar,
-                        )
-                        accum, n_accum = {}, 0
-                    stop_now = (
-                        cfg.stop_after_steps is not None and steps_this_call >= cfg.stop_after_steps
-                    )
-                    if step % cfg.save_every == 0 or step == total_steps or stop_now:
-                        save_checkpoint()
-                    if stop_now and step < total_steps:
-                        stopped_early = True
-                    if step >= total_steps or stopped_early:
-                        break
-            finally:
-                stream.close()
-            if step < total_steps and not stopped_early:
-                epoch, pos = epoch + 1, 0  # this epoch's usable batches are used up
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-        corpus.close()
+        progress = self.progress
+        self.bar = tqdm(
+            total=self.total_steps,
+            initial=progress.step,
+            disable=not (self.cfg.progress and self.dist_info.main),
+            desc="pretrain",
+            dynamic_ncols=True,
+        )
+        progress.start_clock()
+        try:
+            while progress.step < self.total_steps and not progress.stopped_early:
+                self._train_epoch()
+                if progress.step < self.total_steps and not progress.stopped_early:
+                    # this epoch's usable batches are used up
+                    progress.epoch, progress.pos = progress.epoch + 1, 0
+        finally:
+            self.bar.close()
+            if self.log is not None:
+                self.log.close()
+            self.corpus.close()
 
-    result = _checkpoints(ckpt_dir)[-1] if stopped_early else out_dir / "model"
-    if not stopped_early and dist_info.main:
-        extra = {
-            "pretrain": {
-                **cfg.to_dict(),
-                "fraction": fraction,
-                "steps": step,
-                "n_cells": corpus.n_cells,
+    def _train_epoch(self) -> None:
+        """Optimizer steps over the rest of the epoch (from micro-batch ``pos``)."""
+        cfg, progress = self.cfg, self.progress
+        micro: list[dict[str, torch.Tensor]] = []
+        stream = prefetch(self.corpus.iter_batches(progress.epoch, progress.pos), cfg.prefetch)
+        try:
+            for batch in stream:
+                if int(batch["batch_index"]) >= self.micro_per_epoch:
+                    break
+                micro.append(batch)
+                if len(micro) < cfg.grad_accum_steps:
+                    continue
+                self._accumulate_gradients(micro)
+                micro = []
+                if self._optimizer_step():
+                    break
+        finally:
+            stream.close()
+
+    def _accumulate_gradients(self, micro: list[dict[str, torch.Tensor]]) -> None:
+        """Forward and backward of one step's micro-batches (DDP syncs on the last only)."""
+        cfg, dist_info, progress = self.cfg, self.dist_info, self.progress
+        prompt = (
+            cfg.objective == "generative"
+            and cfg.cell_prompt_after is not None
+            and progress.step >= cfg.cell_prompt_after
+        )
+        for i, mb in enumerate(micro):
+            # A micro-batch's draws (generation ratio, generated genes) follow its place in
+            # the global stream: rank r's b-th batch is batch b * world + r of the epoch. W
+            # ranks then draw what one process with W times the accumulation draws for the
+            # same cells, and one process (world 1) keeps the draws it always had
+            # ([seed, epoch, b, 0]).
+            global_index = int(mb["batch_index"]) * dist_info.world + dist_info.rank
+            gen = torch.Generator().manual_seed(
+                int(
+                    np.random.SeedSequence(
+                        [cfg.seed, progress.epoch, global_index, 0]
+                    ).generate_state(1)[0]
+                )
+            )
+            last = i == len(micro) - 1
+            sync = (
+                self.objective.no_sync()
+                if (dist_info.world > 1 and not last)
+                else contextlib.nullcontext()
+            )
+            with sync:  # forward and backward both inside no_sync (DDP rule)
+                with autocast_context(self.device, cfg.precision):
+                    parts = self.objective(mb, gen, prompt)
+                (parts["loss"] / len(micro)).backward()
+            for k, v in parts.items():  # kept on the device: no sync per step
+                progress.accum[k] = progress.accum.get(k, 0.0) + v.detach().float()
+            progress.n_accum += 1
+            progress.window["tokens"] += int((~mb["padding_mask"]).sum())
+            progress.window["cells"] += mb["gene_ids"].shape[0]
+
+    def _optimizer_step(self) -> bool:
+        """Clip, step, log and checkpoint; True when the epoch loop must stop."""
+        cfg, progress = self.cfg, self.progress
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        progress.step += 1
+        progress.steps_this_call += 1
+        progress.pos += cfg.grad_accum_steps
+        self.bar.update(1)
+        step, total_steps = progress.step, self.total_steps
+        if step % cfg.log_every == 0 or step == total_steps:
+            _log_row(
+                self.log,
+                progress.accum,
+                progress.n_accum,
+                step,
+                progress.epoch,
+                progress.pos,
+                self.scheduler,
+                progress.window,
+                progress.t0,
+                self.dist_info,
+                self.bar,
+            )
+            progress.accum, progress.n_accum = {}, 0
+        stop_now = (
+            cfg.stop_after_steps is not None and progress.steps_this_call >= cfg.stop_after_steps
+        )
+        if step % cfg.save_every == 0 or step == total_steps or stop_now:
+            self.save_checkpoint()
+        if stop_now and step < total_steps:
+            progress.stopped_early = True
+        return step >= total_steps or progress.stopped_early
+
+    def export(self) -> Path:
+        """Export the model (rank 0), or name the checkpoint to resume from after an early stop."""
+        progress, out_dir = self.progress, self.out_dir
+        result = _checkpoints(self.ckpt_dir)[-1] if progress.stopped_early else out_dir / "model"
+        if not progress.stopped_early and self.dist_info.main:
+            extra = {
+                "pretrain": {
+                    **self.cfg.to_dict(),
+                    "fraction": self.fraction,
+                    "steps": progress.step,
+                    "n_cells": self.corpus.n_cells,
+                }
             }
-        }
-        save_pretrained(model, vocab, mconf, out_dir / "model", extra_args=extra)
-        logger.info("exported the pre-trained model to %s", out_dir / "model")
-    if dist_info.world > 1:
-        dist.barrier()
-    return result
+            save_pretrained(
+                self.model, self.vocab, self.model.config, out_dir / "model", extra_args=extra
+            )
+            logger.info("exported the pre-trained model to %s", out_dir / "model")
+        if self.dist_info.world > 1:
+            dist.barrier()
+        return result
+
+
+def _train_one(cfg: PretrainConfig, fraction: float, out_dir: Path, dist_info: _Dist) -> Path:
+    device = _set_up_process(cfg, dist_info)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shards = list_shards(cfg.data)
+    model, vocab = _build_model(cfg, shards)
+    if model.config.use_generative is False and cfg.objective == "generative":
+        raise ValueError("the generative objective needs a model with use_generative=True")
+    corpus, micro_per_epoch, total_steps = _open_corpus(
+        cfg, shards, vocab, model.config, fraction, dist_info
+    )
+    run = _Run.create(
+        cfg,
+        fraction,
+        out_dir,
+        dist_info,
+        device,
+        model,
+        vocab,
+        corpus,
+        micro_per_epoch,
+        total_steps,
+    )
+    run.resume_or_start_over()
+    run.open_log()
+    run.train()
+    return run.export()
 
 
 def _log_row(
