@@ -13,11 +13,11 @@ demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 
 ## Run the test suite (offline, CPU, a few minutes): one pytest-xdist worker per core, each
-## test module on one worker (tests/conftest.py groups them and starts the slow ones first)
+## test module whole on one worker, modules with slow tests first (tests/conftest.py)
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(CORES) --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(CORES) --dist loadfile --no-loadscope-reorder
 
 ## One HTML report of the demo run (and screenshots when chromium is installed)
 report: setup

@@ -19,10 +19,10 @@ from typing import Any
 
 import yaml
 
-from benchmark.checkpoints import REQUIRED_FILES
 from benchmark.datasets import DatasetError, check_builder_params, load_registry
-from benchmark.pretraining import pretrain_config
+from benchmark.sources.checkpoints import REQUIRED_FILES
 from benchmark.tasks import get_task
+from benchmark.transfer.pretraining import pretrain_config
 from benchmark.yamlfile import YamlFileError, load_yaml
 from contract.registry import ParameterTypeError, get_method, list_methods
 

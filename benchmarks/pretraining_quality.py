@@ -1,7 +1,7 @@
 """Does the pre-trained scGPT learn what the simulator put in? Ground-truth learning report.
 
 For a pre-training run folder (``output_dir`` of ``python -m scgpt.pretrain``, or a
-released-layout checkpoint folder) this measures, with :mod:`benchmark.pretrain_eval`:
+released-layout checkpoint folder) this measures, with :mod:`benchmark.transfer.quality`:
 
 - held-out masked-value loss (half of each cell's genes hidden) beside the per-gene-mean and
   cell-type-oracle references, for the final model and every saved ``step_*.pt`` checkpoint
@@ -39,13 +39,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmark.pretrain_eval import (  # noqa: E402
+from benchmark.simulate import make_world, simulate_atlas, simulate_celltypes  # noqa: E402
+from benchmark.transfer.quality import (  # noqa: E402
     gene_program_cosine,
     make_heldout,
     masked_value_losses,
     zero_shot_knn,
 )
-from benchmark.simulate import make_world, simulate_atlas, simulate_celltypes  # noqa: E402
 from scgpt.checkpoint import load_pretrained, load_weights  # noqa: E402
 from scgpt.model import ModelConfig, TransformerModel  # noqa: E402
 from scgpt.vocab import GeneVocab  # noqa: E402

@@ -1,6 +1,5 @@
 """Shared set-up: one thread per core for parallel runs (pytest-xdist, ``make test``), the
-order and grouping of test modules between the workers, and a real HTTP server on 127.0.0.1
-for download tests."""
+order of test modules, and a real HTTP server on 127.0.0.1 for download tests."""
 
 from __future__ import annotations
 
@@ -50,24 +49,16 @@ if WORKER_THREADS is not None:
     threadpool_limits(limits=WORKER_THREADS)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep each test module on one xdist worker, and start the slow modules first.
+    """Start the modules with a test marked ``slow`` first (order within a module is kept).
 
-    ``--dist loadgroup`` (``make test``) sends each ``xdist_group`` to one worker. Every test
-    without an explicit group is put in its module's group, so that module-scoped fixtures
-    (trained models, simulated data) are built once, not once per worker. A module with a
-    test marked ``slow`` is moved to the front (order within a module is kept; with
-    ``--no-loadscope-reorder`` xdist hands out the groups in this order), so that no worker
-    is left running a long module alone at the end.
+    ``make test`` runs ``--dist loadfile --no-loadscope-reorder``: each module goes whole to
+    one worker (its module-scoped fixtures, trained models and simulated data, are built
+    once), in collection order. A long module handed out last would leave one worker running
+    it alone at the end.
     """
-    modules: dict[str, bool] = {}
-    for item in items:
-        module = item.nodeid.split("::", 1)[0]
-        modules[module] = modules.get(module, False) or item.get_closest_marker("slow") is not None
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(module))
-    items.sort(key=lambda item: not modules[item.nodeid.split("::", 1)[0]])  # stable
+    slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow)  # stable
 
 
 @dataclass

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from benchmark.checkpoints import fetch_checkpoint
-from benchmark.download import DownloadError
+from benchmark.sources.checkpoints import fetch_checkpoint
+from benchmark.sources.download import DownloadError
 from tests.conftest import Route
 
 ARGS = json.dumps({"embsize": 8, "nlayers": 1, "nheads": 2}).encode()

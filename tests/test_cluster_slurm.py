@@ -144,6 +144,7 @@ def _job(submitted: dict[str, list[str]], comment: str) -> list[str]:
     return submitted[comment]
 
 
+@pytest.mark.slow
 def test_demo_jobs_run_under_the_slurm_executor_with_their_resources(tmp_path, fake_slurm):
     """Five jobs (dataset, two methods, two tables) submitted, run, and asked for the right
     memory, time, CPUs, GPUs and partition; the tables are written."""

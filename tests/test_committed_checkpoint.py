@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark.checkpoints import fetch_checkpoint
 from benchmark.datasets import load_registry
 from benchmark.datasets.errors import RegistryError
-from benchmark.download import DownloadError, sha256sum
+from benchmark.sources.checkpoints import fetch_checkpoint
+from benchmark.sources.download import DownloadError, sha256sum
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = {

@@ -1,4 +1,4 @@
-"""Tests of the real PBMC demo set (benchmark.demo.pbmc_demo)."""
+"""Tests of the real PBMC demo set (benchmark.sources.demo.pbmc_demo)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 
-from benchmark.demo import pbmc_demo
+from benchmark.sources.demo import pbmc_demo
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for benchmark.download against a real HTTP server on 127.0.0.1."""
+"""Tests for benchmark.sources.download against a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from benchmark.download import DownloadError, download, google_drive_url
+from benchmark.sources.download import DownloadError, download, google_drive_url
 from tests.conftest import FakeServer, Route
 
 # Starts like a zip (as .pt and .zip downloads do), so first-download format checks pass.

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from benchmark.genes import (
+from benchmark.sources.genes import (
     CoverageReport,
     detect_id_type,
     gene_coverage,

@@ -25,7 +25,7 @@ import torch
 from benchmark.datasets import archives
 from benchmark.datasets.archives import ArchiveError, extract_tar
 from benchmark.datasets.errors import RegistryError
-from benchmark.download import DownloadError, check_format, download
+from benchmark.sources.download import DownloadError, check_format, download
 from scgpt.checkpoint import CorruptCheckpointError, load_weights
 from scgpt.safe_pickle import UnsafePickleError, load_pickle
 from tests.conftest import Route
@@ -358,8 +358,8 @@ def test_pretraining_resume_reads_step_files_with_weights_only():
 
 @pytest.mark.parametrize("bad", ["../../escaped.pt", "sub/best_model.pt", ".hidden", "a\\b"])
 def test_checkpoint_file_names_must_be_bare_names(tmp_path, bad):
-    from benchmark.checkpoints import fetch_checkpoint
     from benchmark.datasets.schema import CheckpointEntry
+    from benchmark.sources.checkpoints import fetch_checkpoint
 
     entry = {
         "name": "evil",

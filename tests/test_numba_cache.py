@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 _SCRIPT = textwrap.dedent(
@@ -35,6 +37,7 @@ def _run(tmp_path: Path, out: Path, cache_dir: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_umap_kernels_are_cached_on_disk_and_give_the_same_layout(tmp_path):
     cache_dir = tmp_path / "numba"
     _run(tmp_path, tmp_path / "first.npy", cache_dir)

@@ -141,6 +141,7 @@ def default_screen_run() -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow  # trains GEARS in its module fixture (default_screen_run)
 def test_gears_trains_and_predicts(default_screen_run: dict[str, Any]) -> None:
     """GEARS' output follows the contract and it learns (DE-gene MSE below the baselines)."""
     train, conditions = default_screen_run["inputs"]["args"]

@@ -49,6 +49,7 @@ def _unseen_single_scores(output, inputs) -> pd.Series:
     return table.loc[table["subgroup"] == "single_unseen", "pearson_delta"]
 
 
+@pytest.mark.slow
 def test_scgpt_beats_the_train_mean_on_unseen_genes(screen, checkpoint) -> None:
     """Pearson-delta on single knockdowns of genes never perturbed in training.
 

@@ -156,6 +156,7 @@ def test_ranks_read_different_shards_and_match_one_process_on_the_global_batch(s
     assert len(ddp_loss) == STEPS and abs(float(ddp_loss[-1] - ddp_loss[0])) > 1e-3
 
 
+@pytest.mark.slow
 def test_resume_under_torchrun_equals_the_uninterrupted_run(setup, ddp):
     _launch(setup, "resumed", "stop_after_steps=2", ranks=2)
     checkpoints = sorted((setup / "resumed" / "checkpoints").glob("step_*.pt"))
@@ -182,8 +183,8 @@ def _losses(folder: Path) -> torch.Tensor:
 
 
 def test_workflow_pretraining_with_two_processes_exports_a_checkpoint(setup, tmp_path):
-    """The pretrain rule's path for `gpu: N > 1`: torchrun from benchmark.pretraining."""
-    from benchmark.pretraining import pretrain_checkpoint
+    """The pretrain rule's path for `gpu: N > 1`: torchrun from benchmark.transfer.pretraining."""
+    from benchmark.transfer.pretraining import pretrain_checkpoint
     from scgpt import load_pretrained
 
     options = yaml.safe_load((setup / "run.yaml").read_text())

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.pretrain_eval import make_heldout, masked_value_losses
 from benchmark.simulate import make_world, simulate_atlas, simulate_celltypes
+from benchmark.transfer.quality import make_heldout, masked_value_losses
 from scgpt.checkpoint import load_pretrained
 from scgpt.pretrain import pretrain
 from scgpt.pretrain.config import PretrainConfig

@@ -97,7 +97,7 @@ def test_resume_gives_the_same_next_losses(corpus, tmp_path):
 
 
 def test_checkpoints_of_other_settings_are_not_resumed(corpus, tmp_path):
-    from benchmark.pretraining import pretrain_checkpoint
+    from benchmark.transfer.pretraining import pretrain_checkpoint
     from scgpt.pretrain.run import IncompatibleRunError
 
     base = dict(data=str(corpus), warmup_steps=1, max_steps=4, save_every=2, log_every=1, **TINY)

@@ -7,7 +7,6 @@ import copy
 import itertools
 import json
 import math
-import subprocess
 from pathlib import Path
 
 import anndata as ad
@@ -18,20 +17,18 @@ import scipy.sparse as sp
 import yaml
 
 from benchmark.io import write_json
-from benchmark.transfer import (
+from benchmark.transfer.report import plot_transfer, to_markdown, transfer_table
+from benchmark.transfer.series import (
     REFERENCE,
     TransferPlan,
     nested_subsets,
     pretraining_pool,
     series_corpus,
 )
-from benchmark.transfer_report import plot_transfer, to_markdown, transfer_table
+from tests._snakemake import run_in_repo
 from tests.test_workflow import SNAKEMAKE
 
 ROOT = Path(__file__).resolve().parents[1]
-# `snakemake` runs with the repository as its working directory (its .snakemake folder):
-# these modules share one xdist group, so parallel runs never start two at once.
-pytestmark = pytest.mark.xdist_group("snakemake_in_repo")
 
 
 def _demo_config() -> dict:
@@ -217,7 +214,7 @@ def test_transfer_target_plans(configfile):
     cmd = [*SNAKEMAKE, "--cores", "1", "transfer"]  # the target before --configfile's list
     if configfile:
         cmd += ["--configfile", configfile]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = run_in_repo(cmd, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "run_transfer" in output and "transfer_table" in output
@@ -230,7 +227,7 @@ def test_committed_series_models_match_registry_and_settings():
     """Each committed series model: registry digests, the settings file's steps and corpus,
     one vocabulary for all (equal size)."""
     from benchmark.datasets import load_registry
-    from benchmark.download import sha256sum
+    from benchmark.sources.download import sha256sum
 
     registry = load_registry(ROOT / "config" / "datasets.yaml")
     series = yaml.safe_load((ROOT / "config" / "pretrain_transfer.yaml").read_text())

@@ -4,7 +4,6 @@ the demo and paper configurations plan offline."""
 from __future__ import annotations
 
 import copy
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,13 +11,11 @@ import pytest
 import yaml
 
 from benchmark.workflow import ConfigError, WorkflowPlan
+from tests._snakemake import run_in_repo
 from tests.test_workflow_config import _expected_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--nolock", "-n", "--forceall", "--quiet", "rules"]
-# `snakemake` runs with the repository as its working directory (its .snakemake folder):
-# these modules share one xdist group, so parallel runs never start two at once.
-pytestmark = pytest.mark.xdist_group("snakemake_in_repo")
 
 
 def _demo_config() -> dict:
@@ -32,7 +29,7 @@ def _dry_run(tmp_path: Path, config: dict | None = None, configfile: str | None 
     cmd = [*SNAKEMAKE, "--cores", "1"]
     if configfile:
         cmd += ["--configfile", configfile]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return run_in_repo(cmd, capture_output=True, text=True, timeout=300)
 
 
 def test_schema_rejects_unknown_key(tmp_path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,11 +16,9 @@ import pytest
 import yaml
 
 from benchmark.workflow import ConfigError, WorkflowPlan
+from tests._snakemake import run_in_repo
 
 ROOT = Path(__file__).resolve().parents[1]
-# `snakemake` runs with the repository as its working directory (its .snakemake folder):
-# these modules share one xdist group, so parallel runs never start two at once.
-pytestmark = pytest.mark.xdist_group("snakemake_in_repo")
 PROBE = """
 import json
 include: {snakefile!r}
@@ -42,7 +39,7 @@ def _plan(tmp_path: Path, configfile: str | Path | None) -> dict:
     cmd += ["--quiet", "rules"]
     if configfile is not None:
         cmd += ["--configfile", str(configfile)]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = run_in_repo(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     line = next(x for x in result.stdout.splitlines() if x.startswith("PLAN="))
     return json.loads(line.removeprefix("PLAN="))

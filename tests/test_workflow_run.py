@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from contract.registry import METHOD_MODULES_ENV
@@ -68,6 +69,7 @@ def _planned_runs(result: subprocess.CompletedProcess) -> set[tuple[str, str]]:
     return runs
 
 
+@pytest.mark.slow
 def test_killed_method_is_a_failed_row_and_lost_results_are_rebuilt(tmp_path):
     config = copy.deepcopy(CONFIG)
     # A second dataset whose standardisation fails: failed rows, not a stop.

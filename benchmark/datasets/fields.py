@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, StrictFloat, StrictStr
 
-from benchmark.genes import DUPLICATE_POLICIES
+from benchmark.sources.genes import DUPLICATE_POLICIES
 from contract.tasks import TASKS as METHOD_TASKS
 
 __all__ = [

@@ -143,7 +143,7 @@ class FileSpec(_Model):
         """The URL to fetch (Drive ids become Drive download URLs)."""
         if self.url is not None:
             return self.url
-        from benchmark.download import google_drive_url
+        from benchmark.sources.download import google_drive_url
 
         return google_drive_url(str(self.drive_id))
 
@@ -227,7 +227,7 @@ class SplitSpec(_Model):
 
 
 class GeneMapping(_Model):
-    """An input holding an id -> symbol table (see :func:`benchmark.genes.read_gene_mapping`)."""
+    """An input holding an id -> symbol table (see :func:`benchmark.sources.genes.read_gene_mapping`)."""
 
     input: Text
     id_column: Text | None = None
@@ -235,7 +235,7 @@ class GeneMapping(_Model):
 
 
 class GeneSpec(_Model):
-    """Gene identifiers of the source (see :mod:`benchmark.genes`)."""
+    """Gene identifiers of the source (see :mod:`benchmark.sources.genes`)."""
 
     id_type: Literal["auto", "symbol", "ensembl"] = "auto"
     symbol_column: Text | None = None

@@ -3,7 +3,7 @@ the workflow calls for any dataset, builtin or downloaded: :func:`prepare_standa
 
 :func:`standardise` runs the entry's loader (:mod:`benchmark.datasets.loaders`), then the
 steps every source shares: drop layers/obsm/varm/obsp/varp, harmonise gene identifiers
-(:mod:`benchmark.genes`), tidy obs/var for h5ad, record vocabulary coverage, and validate.
+(:mod:`benchmark.sources.genes`), tidy obs/var for h5ad, record vocabulary coverage, and validate.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from benchmark.datasets.registry import Registry, load_registry
 from benchmark.datasets.schema import DatasetEntry
 from benchmark.datasets.standard import plain, tidy_frame, validate_standard, write_standard
 from benchmark.failed_datasets import write_standardisation_failure
-from benchmark.genes import (
+from benchmark.io import DiskFullError, disk_full_error, is_disk_full
+from benchmark.sources.genes import (
     CoverageReport,
     detect_id_type,
     gene_coverage,
@@ -36,7 +37,6 @@ from benchmark.genes import (
     read_gene_mapping,
     translate_gene_lists,
 )
-from benchmark.io import DiskFullError, disk_full_error, is_disk_full
 
 __all__ = ["prepare_or_record_failure", "prepare_standard_dataset", "standardise"]
 

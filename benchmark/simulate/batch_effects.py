@@ -1,4 +1,4 @@
-"""Per-batch technical effects on counts (shared with benchmark.demo for the real PBMC data)."""
+"""Per-batch technical effects on counts (shared with benchmark.sources.demo for the real PBMC data)."""
 
 from __future__ import annotations
 

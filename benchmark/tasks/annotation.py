@@ -28,6 +28,7 @@ array as ``<key>.npy``, or ``<key>.csv`` with named columns when the method also
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,14 +120,29 @@ def predictions_array(output: Any, n_cells: int) -> np.ndarray:
     return arr.astype(str)
 
 
+@dataclass(frozen=True, kw_only=True)
 class AnnotationTask(Task):
-    """Reference -> query cell-type annotation (see the module docstring)."""
+    """Reference -> query cell-type annotation (see the module docstring).
+
+    Parameters
+    ----------
+    val_fraction
+        Share of each reference cell type drawn into validation (``train_val``; the official
+        tutorial's 10%).
+    """
+
+    val_fraction: float = 0.1
 
     name = "annotation"
     metrics = HEADLINE_METRICS
-    paper_table: str | None = "annotation.csv"
+    paper_table = "annotation.csv"
     required_obs = (LABEL_KEY, SPLIT_KEY)
-    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(
+                f"{self.name} task: val_fraction must be in [0, 1), got {self.val_fraction}"
+            )
 
     def prepare(self, adata: ad.AnnData, *, seed: int) -> dict[str, Any]:
         """Split into reference (with ``train_val``) and unlabelled query; keep the truth."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # the job's parent process imports this module and needs no anndata
     import anndata as ad
@@ -15,12 +16,17 @@ if TYPE_CHECKING:  # the job's parent process imports this module and needs no a
 log = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
 class Task(abc.ABC):
     """One benchmark task (annotation, integration, perturbation, ...).
 
     A task turns a standard dataset into the method's inputs (:meth:`prepare`), calls the
     method (:meth:`call`), writes what it returned (:meth:`save`) and scores it against the
     truth kept aside in :meth:`prepare` (:meth:`score`). Methods never see the truth.
+
+    A task is a frozen dataclass: its settings (HVGs, scoring choices, ...) are keyword-only
+    dataclass fields with the paper's defaults, checked in ``__post_init__``; what describes
+    the task itself (the attributes below) is class-level (``ClassVar``).
 
     Attributes
     ----------
@@ -35,13 +41,16 @@ class Task(abc.ABC):
         dataset has no value for is shown as ``—``.
     required_obs
         obs columns the dataset must have for this task.
+    metric_options
+        The settings the config's ``tasks.<task>.metrics`` may set (field names).
     """
 
-    name: str
-    metrics: tuple[str, ...]
-    paper_table: str | None = None
-    breakdown: tuple[str, ...] = ()
-    required_obs: tuple[str, ...] = ()
+    name: ClassVar[str]
+    metrics: ClassVar[tuple[str, ...]]
+    paper_table: ClassVar[str | None] = None
+    breakdown: ClassVar[tuple[str, ...]] = ()
+    required_obs: ClassVar[tuple[str, ...]] = ()
+    metric_options: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def prepare(self, adata: ad.AnnData, *, seed: int) -> dict[str, Any]:
@@ -65,9 +74,6 @@ class Task(abc.ABC):
     def score(self, output: Any, inputs: dict[str, Any], *, seed: int) -> dict[str, float]:
         """Score the output against the truth; keys include every name in :attr:`metrics`."""
 
-    #: Keys the config's ``tasks.<task>.metrics`` may set (none unless a task overrides).
-    metric_options: tuple[str, ...] = ()
-
     def check_metric_options(self, options: dict[str, Any] | None) -> dict[str, Any]:
         """``options`` as a dict, once every key is one of :attr:`metric_options`.
 
@@ -86,13 +92,20 @@ class Task(abc.ABC):
         return options
 
     def with_metric_options(self, options: dict[str, Any] | None) -> Task:
-        """This task scored with the config's ``tasks.<task>.metrics`` options.
+        """A copy of this task with the config's ``tasks.<task>.metrics`` options set.
 
-        Tasks with scoring choices override this (after :meth:`check_metric_options`); a task
-        without any has no options to set.
+        Each option is the field of that name; the copy's ``__post_init__`` checks the new
+        values as the constructor does. No options: this task itself.
+
+        Raises
+        ------
+        ValueError
+            For a key other than :attr:`metric_options`, or a value the task refuses.
         """
-        self.check_metric_options(options)
-        return self
+        options = self.check_metric_options(options)
+        if not options:
+            return self
+        return dataclasses.replace(self, **options)
 
     def figures(self, run_dirs: list[Path], dataset_path: Path, out_dir: Path) -> list[Path]:
         """Draw this task's figures for one dataset from all its runs; return the files.

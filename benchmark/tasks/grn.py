@@ -37,6 +37,8 @@ precision over all genes (``auprc``); per setting in the breakdown.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,7 @@ def _res_key(resolution: float) -> str:
     return f"r{resolution:g}"
 
 
+@dataclass(frozen=True, kw_only=True)
 class GrnTask(Task):
     """Gene programs from gene-gene similarities, and perturbation targets (module docstring).
 
@@ -91,7 +94,16 @@ class GrnTask(Task):
         Targets mode on data without a simulator truth: regulator -> file of its known
         targets (ChIP-Atlas ``<TF>.10.tsv`` with a ``Target_genes`` column, or one gene per
         line).
+
+    ``gene_sets`` and ``target_lists`` are the config's ``tasks.grn.metrics``.
     """
+
+    n_hvg: int = N_HVG
+    n_neighbors: int = 15
+    resolutions: tuple[float, ...] = RESOLUTIONS
+    min_program_size: int = 5
+    gene_sets: str | os.PathLike[str] = DEFAULT_GMT
+    target_lists: Mapping[str, str] | None = None
 
     name = "grn"
     metrics = (
@@ -114,43 +126,15 @@ class GrnTask(Task):
         "precision_at_20_expected",
     )
     required_obs = ()
-    metric_options: tuple[str, ...] = ("gene_sets", "target_lists")
+    metric_options = ("gene_sets", "target_lists")
 
-    def __init__(
-        self,
-        n_hvg: int = N_HVG,
-        n_neighbors: int = 15,
-        resolutions: tuple[float, ...] = RESOLUTIONS,
-        min_program_size: int = 5,
-        gene_sets: str | os.PathLike[str] = DEFAULT_GMT,
-        target_lists: dict[str, str] | None = None,
-    ) -> None:
-        if not resolutions:
+    def __post_init__(self) -> None:
+        if not self.resolutions:
             raise ValueError("grn task: resolutions is empty")
-        self.n_hvg = n_hvg
-        self.n_neighbors = n_neighbors
-        self.resolutions = tuple(float(r) for r in resolutions)
-        self.min_program_size = min_program_size
-        self.gene_sets = Path(gene_sets)
-        self.target_lists = dict(target_lists or {})
-
-    def with_metric_options(self, options: dict[str, Any] | None) -> GrnTask:
-        """A copy with the config's ``tasks.grn.metrics`` (``gene_sets``, ``target_lists``).
-
-        Raises
-        ------
-        ValueError
-            For any other key.
-        """
-        options = self.check_metric_options(options)
-        return GrnTask(
-            n_hvg=self.n_hvg,
-            n_neighbors=self.n_neighbors,
-            resolutions=self.resolutions,
-            min_program_size=self.min_program_size,
-            gene_sets=options.get("gene_sets", self.gene_sets),
-            target_lists=options.get("target_lists", self.target_lists),
-        )
+        # frozen: the settings are normalised once, here
+        object.__setattr__(self, "resolutions", tuple(float(r) for r in self.resolutions))
+        object.__setattr__(self, "gene_sets", Path(self.gene_sets))
+        object.__setattr__(self, "target_lists", dict(self.target_lists or {}))
 
     # ------------------------------------------------------------------ prepare
     def prepare(self, adata: ad.AnnData, *, seed: int) -> dict[str, Any]:

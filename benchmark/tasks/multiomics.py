@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import anndata as ad
@@ -59,14 +59,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from benchmark.io import write_csv, write_npy
-from benchmark.metrics.integration import (
-    HEADLINE_METRICS,
-    check_clustering,
-    integration_scores,
-    undefined_scores,
-)
-from benchmark.tasks.base import Task, drop_empty_cells
+from benchmark.tasks.base import drop_empty_cells
+from benchmark.tasks.embedding import BATCH_KEY, CELL_TYPE_KEY, EmbeddingTask, raw_counts
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +75,6 @@ N_HVP = 4000
 
 TARGET_SUM = 1e4
 """RNA counts per cell after library-size normalisation (before ``log1p``)."""
-
-CELL_TYPE_KEY = "cell_type"
-BATCH_KEY = "batch"
 
 BATCH_METRICS: tuple[str, ...] = (
     "asw_batch",
@@ -110,7 +101,8 @@ PASSED_VAR_COLUMNS = ("gene_id", "chrom", "chromStart", "chromEnd")
 scGLUE's proximity guidance graph needs (GLUE's processed 10x Multiome files carry them)."""
 
 
-class MultiomicsTask(Task):
+@dataclass(frozen=True, kw_only=True)
+class MultiomicsTask(EmbeddingTask):
     """Multi-omic integration: counts of several modalities in, one joint cell embedding out.
 
     Parameters
@@ -119,57 +111,25 @@ class MultiomicsTask(Task):
         RNA HVGs (paper: 1,200).
     n_hvp
         ATAC peaks kept (paper: 4,000).
-    n_neighbors
-        k of the scoring graph (scIB: 15).
-    x_pre_comps
-        PCs of ``layers["normalized"]`` (all selected features) used as the unintegrated
-        reference of ``pcr_comparison`` (0 turns that score off).
-    clustering
-        NMI/ARI clustering: ``"louvain"`` (scib 1.0.3, the paper's) or ``"leiden"`` (scib
-        1.1.7); the config's ``tasks.multiomics.metrics.clustering``.
+    n_neighbors, x_pre_comps, clustering
+        Scoring, as :class:`~benchmark.tasks.embedding.EmbeddingTask`; ``x_pre_comps`` PCs
+        of ``layers["normalized"]`` (all selected features) are ``pcr_comparison``'s
+        unintegrated reference.
     """
 
+    n_hvg: int = N_HVG
+    n_hvp: int = N_HVP
+
     name = "multiomics"
-    metrics = HEADLINE_METRICS
     paper_table = "multiomics.csv"
-    required_obs = (CELL_TYPE_KEY, BATCH_KEY)
+    figure_title = "Multi-omic integration"
 
-    metric_options: tuple[str, ...] = ("clustering",)
-    """Keys of the config's ``tasks.multiomics.metrics``."""
-
-    def __init__(
-        self,
-        n_hvg: int = N_HVG,
-        n_hvp: int = N_HVP,
-        n_neighbors: int = 15,
-        x_pre_comps: int = 50,
-        clustering: str = "louvain",
-    ) -> None:
-        if n_hvg < 2 or n_hvp < 2:
-            raise ValueError(f"multiomics task: n_hvg and n_hvp must be >= 2; got {n_hvg}, {n_hvp}")
-        check_clustering(clustering, "multiomics task: metrics.clustering")
-        self.n_hvg = n_hvg
-        self.n_hvp = n_hvp
-        self.n_neighbors = n_neighbors
-        self.x_pre_comps = x_pre_comps
-        self.clustering = clustering
-
-    def with_metric_options(self, options: dict[str, Any] | None) -> MultiomicsTask:
-        """A copy scored with the config's ``tasks.multiomics.metrics`` options.
-
-        Raises
-        ------
-        ValueError
-            For a key other than :attr:`metric_options` or an unknown clustering.
-        """
-        options = self.check_metric_options(options)
-        return MultiomicsTask(
-            n_hvg=self.n_hvg,
-            n_hvp=self.n_hvp,
-            n_neighbors=self.n_neighbors,
-            x_pre_comps=self.x_pre_comps,
-            clustering=options.get("clustering", self.clustering),
-        )
+    def __post_init__(self) -> None:
+        if self.n_hvg < 2 or self.n_hvp < 2:
+            raise ValueError(
+                f"multiomics task: n_hvg and n_hvp must be >= 2; got {self.n_hvg}, {self.n_hvp}"
+            )
+        super().__post_init__()
 
     # ------------------------------------------------------------------ prepare
     def prepare(self, adata: ad.AnnData, *, seed: int) -> dict[str, Any]:
@@ -186,7 +146,7 @@ class MultiomicsTask(Task):
         """
         self._check_dataset(adata)
         modality = adata.var["modality"].astype(str).to_numpy()
-        counts = _counts(adata)
+        counts = raw_counts(adata, self.name, "of every modality")
         adata, counts = drop_empty_cells(adata, counts, self.name)
         batch = adata.obs[BATCH_KEY].astype(str).to_numpy()
         has = _has_modalities(adata, counts, modality)
@@ -275,14 +235,7 @@ class MultiomicsTask(Task):
         }
 
     def _check_dataset(self, adata: ad.AnnData) -> None:
-        for key in self.required_obs:
-            if key not in adata.obs:
-                raise KeyError(
-                    f"multiomics: dataset lacks obs column {key!r}; it has {list(adata.obs.columns)}"
-                )
-            n_missing = int(adata.obs[key].isna().sum())
-            if n_missing:
-                raise ValueError(f"multiomics: obs[{key!r}] is missing for {n_missing} cells")
+        self._check_obs(adata)
         if "modality" not in adata.var:
             raise KeyError(
                 "multiomics: dataset lacks var column 'modality' (rna / protein / atac); "
@@ -293,10 +246,7 @@ class MultiomicsTask(Task):
             raise ValueError(
                 f"multiomics: var['modality'] has unknown values {unknown}; expected {list(MODALITIES)}"
             )
-        if not adata.obs_names.is_unique:
-            raise ValueError("multiomics: dataset obs_names are not unique")
-        if not adata.var_names.is_unique:
-            raise ValueError("multiomics: dataset var_names are not unique")
+        self._check_names(adata)
 
     def _select_hvgs(
         self, block: sp.csr_matrix, batch: np.ndarray, names: pd.Index
@@ -336,41 +286,18 @@ class MultiomicsTask(Task):
         keep[order] = True
         return keep
 
-    # ------------------------------------------------------------------ call/save/score
-    def call(self, func: Any, inputs: dict[str, Any], *, seed: int, params: dict[str, Any]) -> Any:
-        """Call the method and check that it returned one finite row per cell."""
-        output = func(*inputs["args"], seed=seed, **params)
-        return _check_embedding(output, len(inputs["obs_names"]))
+    # ------------------------------------------------------------------ score
+    def _scoring_options(self, truth: dict[str, Any], *, seed: int) -> dict[str, Any]:
+        """PCs of ``layers["normalized"]`` as ``x_pre``, when there are batches to mix."""
+        if len(np.unique(truth[BATCH_KEY])) < 2:
+            return {"x_pre": None}
+        return {"x_pre": self._x_pre(truth["normalized"], seed=seed)}
 
-    def save(self, output: Any, inputs: dict[str, Any], outdir: Path) -> list[Path]:
-        """``embedding.npy`` (float32, cells x d) and ``cells.csv`` (its row names)."""
-        outdir = Path(outdir)
-        embedding = _check_embedding(output, len(inputs["obs_names"]))
-        paths = [outdir / "embedding.npy", outdir / "cells.csv"]
-        write_npy(embedding, paths[0])
-        write_csv(pd.DataFrame({"cell": inputs["obs_names"]}), paths[1], index=False)
-        return paths
-
-    def score(self, output: Any, inputs: dict[str, Any], *, seed: int) -> dict[str, Any]:
-        """scIB scores as the integration task; batch scores NaN when there is one batch."""
-        from contract.pca import pca_embedding
-
-        truth = inputs["truth"]
-        embedding = _check_embedding(output, len(inputs["obs_names"]))
+    def _amend_scores(
+        self, scores: dict[str, Any], undefined: dict[str, str], truth: dict[str, Any]
+    ) -> None:
+        """Batch scores NaN when there is one batch; ``n_batches``."""
         n_batches = len(np.unique(truth[BATCH_KEY]))
-        x_pre = None
-        if self.x_pre_comps > 0 and n_batches > 1:
-            x_pre = pca_embedding(truth["normalized"], n_comps=self.x_pre_comps, seed=seed)
-        scores = integration_scores(
-            embedding,
-            truth[CELL_TYPE_KEY],
-            truth[BATCH_KEY],
-            seed=seed,
-            n_neighbors=self.n_neighbors,
-            clustering=self.clustering,
-            x_pre=x_pre,
-        )
-        undefined = undefined_scores(truth[CELL_TYPE_KEY], truth[BATCH_KEY])
         if n_batches < 2:
             # One batch: nothing to mix (the paper reports no batch scores for such a set).
             why = undefined.get("asw_batch", "one batch: nothing to mix")
@@ -378,42 +305,10 @@ class MultiomicsTask(Task):
                 if key in scores:
                     scores[key] = math.nan
                     undefined[key] = why
-        scores["n_dims"] = float(embedding.shape[1])
         scores["n_batches"] = float(n_batches)
-        scores["clustering"] = self.clustering
-        if undefined:  # why a score is NaN, recorded for the table's status note
-            scores["undefined"] = undefined
-        return scores
-
-    def figures(self, run_dirs: list[Path], dataset_path: Path, out_dir: Path) -> list[Path]:
-        """UMAP grid (cell type, batch) per method and the scIB-style metric table."""
-        from benchmark.plots.integration import integration_figures
-
-        return integration_figures(
-            run_dirs,
-            dataset_path,
-            out_dir,
-            metrics=self.metrics,
-            prefix="multiomics",
-            title="Multi-omic integration",
-        )
 
 
 # ---------------------------------------------------------------------- helpers
-def _counts(adata: ad.AnnData) -> sp.csr_matrix:
-    """Raw counts as CSR float32: ``layers["counts"]`` if present, else ``X``; checked."""
-    where = "layers['counts']" if "counts" in adata.layers else "X"
-    matrix = adata.layers["counts"] if "counts" in adata.layers else adata.X
-    counts = sp.csr_matrix(matrix, dtype=np.float32)
-    values = counts.data
-    if values.size and (values.min() < 0 or not np.all(values == np.round(values))):
-        raise ValueError(
-            f"multiomics: {where} must hold raw counts (non-negative integers) of every "
-            "modality; found non-integer or negative values"
-        )
-    return counts
-
-
 def _has_modalities(
     adata: ad.AnnData, counts: sp.csr_matrix, modality: np.ndarray
 ) -> dict[str, np.ndarray]:
@@ -494,19 +389,6 @@ def _tfidf(block: sp.csr_matrix, has: np.ndarray) -> sp.csr_matrix:
     out = sp.csr_matrix(tf @ block @ sp.diags(idf * 1e4), dtype=np.float32)
     out.data = np.log1p(out.data)
     return out
-
-
-def _check_embedding(output: Any, n_cells: int) -> np.ndarray:
-    embedding = np.asarray(output, dtype=np.float32)
-    if embedding.ndim != 2 or embedding.shape[0] != n_cells or embedding.shape[1] < 1:
-        raise ValueError(
-            f"multiomics method must return an array of shape ({n_cells}, d); "
-            f"got {getattr(output, 'shape', type(output).__name__)}"
-        )
-    if not np.isfinite(embedding).all():
-        bad = int((~np.isfinite(embedding)).any(axis=1).sum())
-        raise ValueError(f"multiomics method returned non-finite values for {bad} cells")
-    return embedding
 
 
 TASK = MultiomicsTask()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -211,8 +212,19 @@ def _strip_truth(uns: Mapping[str, Any], normalisation: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True)
 class PerturbationTask(Task):
-    """Predict mean expression after unseen single and double genetic perturbations."""
+    """Predict mean expression after unseen single and double genetic perturbations.
+
+    Parameters
+    ----------
+    nan_policy
+        What an undefined Pearson score (a prediction equal to control) counts as when
+        averaged: ``"nan"`` (undefined) or ``"zero"`` (GEARS); see :meth:`score`. The
+        config's ``tasks.perturbation.metrics.nan_policy``.
+    """
+
+    nan_policy: str = "nan"
 
     name = "perturbation"
     metrics = CONDITION_METRICS
@@ -230,27 +242,14 @@ class PerturbationTask(Task):
         for metric in ("pearson_delta", "mse")
     )
     required_obs = ("condition",)
-    metric_options: tuple[str, ...] = ("nan_policy",)
-    """Keys of the config's ``tasks.perturbation.metrics`` (see :meth:`with_metric_options`)."""
+    metric_options = ("nan_policy",)
 
-    def __init__(self, nan_policy: str = "nan") -> None:
-        if nan_policy not in NAN_POLICIES:
+    def __post_init__(self) -> None:
+        if self.nan_policy not in NAN_POLICIES:
             raise ValueError(
-                f"perturbation task: metrics.nan_policy {nan_policy!r}: expected one of "
+                f"perturbation task: metrics.nan_policy {self.nan_policy!r}: expected one of "
                 f"{sorted(NAN_POLICIES)}"
             )
-        self.nan_policy = nan_policy
-
-    def with_metric_options(self, options: dict[str, Any] | None) -> PerturbationTask:
-        """A copy scored with the config's ``tasks.perturbation.metrics`` options.
-
-        Raises
-        ------
-        ValueError
-            For a key other than :attr:`metric_options` or an unknown NaN policy.
-        """
-        options = self.check_metric_options(options)
-        return PerturbationTask(nan_policy=options.get("nan_policy", self.nan_policy))
 
     def prepare(self, adata: ad.AnnData, *, seed: int) -> dict[str, Any]:
         """Split into the training data a method sees and the held-out test truth.

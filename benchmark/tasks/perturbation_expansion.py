@@ -30,6 +30,7 @@ import logging
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +131,22 @@ def cluster_responses(
     return adata.obs["leiden"].astype(str).to_numpy(), np.asarray(adata.obsm["X_umap"])
 
 
+@dataclass(frozen=True, kw_only=True)
 class PerturbationExpansionTask(Task):
-    """Predict every single and pairwise combination of a screen's genes; map and cluster them."""
+    """Predict every single and pairwise combination of a screen's genes; map and cluster them.
+
+    Parameters
+    ----------
+    resolution
+        Leiden resolution of the response map (> 0).
+    n_neighbors
+        k of its kNN graph (an integer >= 2).
+
+    Both are the config's ``tasks.perturbation_expansion.metrics``.
+    """
+
+    resolution: float = 1.0
+    n_neighbors: int = 15
 
     name = "perturbation_expansion"
     metrics = (
@@ -150,30 +165,16 @@ class PerturbationExpansionTask(Task):
         "n_conditions",
     )
     required_obs = ("condition",)
-    metric_options: tuple[str, ...] = ("resolution", "n_neighbors")
-    """Keys of the config's ``tasks.perturbation_expansion.metrics`` (Leiden settings)."""
+    metric_options = ("resolution", "n_neighbors")
 
-    def __init__(self, resolution: float = 1.0, n_neighbors: int = 15) -> None:
-        if not resolution > 0:
-            raise ValueError(f"perturbation_expansion: metrics.resolution {resolution!r} <= 0")
-        if not isinstance(n_neighbors, int) or n_neighbors < 2:
-            raise ValueError(f"perturbation_expansion: metrics.n_neighbors {n_neighbors!r} < 2")
-        self.resolution = float(resolution)
-        self.n_neighbors = n_neighbors
-
-    def with_metric_options(self, options: dict[str, Any] | None) -> PerturbationExpansionTask:
-        """A copy with the config's ``tasks.perturbation_expansion.metrics`` options.
-
-        Raises
-        ------
-        ValueError
-            For a key other than :attr:`metric_options` or an invalid value.
-        """
-        options = self.check_metric_options(options)
-        return PerturbationExpansionTask(
-            resolution=options.get("resolution", self.resolution),
-            n_neighbors=options.get("n_neighbors", self.n_neighbors),
-        )
+    def __post_init__(self) -> None:
+        if not self.resolution > 0:
+            raise ValueError(f"perturbation_expansion: metrics.resolution {self.resolution!r} <= 0")
+        if not isinstance(self.n_neighbors, int) or self.n_neighbors < 2:
+            raise ValueError(
+                f"perturbation_expansion: metrics.n_neighbors {self.n_neighbors!r} < 2"
+            )
+        object.__setattr__(self, "resolution", float(self.resolution))  # frozen: set once
 
     def prepare(self, adata: ad.AnnData, *, seed: int) -> dict[str, Any]:
         """The perturbation task's split, with every combination of the genes requested.

@@ -9,9 +9,12 @@ embedding) rather than train a classifier. The paper has no table for this task.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from benchmark.tasks.annotation import AnnotationTask
 
 
+@dataclass(frozen=True, kw_only=True)
 class ReferenceMappingTask(AnnotationTask):
     """Reference -> query label transfer (see :class:`AnnotationTask`)."""
 

@@ -31,6 +31,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -250,8 +251,31 @@ HEADLINE: tuple[str, ...] = (
 """The table's metrics: the paper's two headline rates, their companions and the mean rank."""
 
 
+@dataclass(frozen=True, kw_only=True)
 class ReversePerturbationTask(Task):
-    """Rank candidate perturbations for observed perturbed states (Fig. 3f-g)."""
+    """Rank candidate perturbations for observed perturbed states (Fig. 3f-g).
+
+    Parameters
+    ----------
+    genes
+        The screen genes whose singles and pairs are the candidates (kept sorted); None
+        chooses ``n_genes`` of them (:func:`select_gene_subset`).
+    n_genes
+        Genes chosen when ``genes`` is None (the paper: 20); ``len(genes)`` otherwise.
+    n_train, n_val, n_test
+        Combinations per split for training (at most), validation and test (paper: 39, -, 7).
+    n_splits
+        Random splits drawn per run seed.
+
+    All are the config's ``tasks.reverse_perturbation.metrics`` (the evaluation design).
+    """
+
+    genes: Sequence[str] | None = None
+    n_genes: int = 20
+    n_train: int = 39
+    n_val: int = 4
+    n_test: int = 7
+    n_splits: int = 5
 
     name = "reverse_perturbation"
     metrics = HEADLINE
@@ -263,48 +287,36 @@ class ReversePerturbationTask(Task):
         "random_top8_correct",
     )
     required_obs = ("condition",)
-    metric_options: tuple[str, ...] = ("genes", "n_genes", "n_train", "n_val", "n_test", "n_splits")
-    """Keys of the config's ``tasks.reverse_perturbation.metrics`` (the evaluation design)."""
+    metric_options = ("genes", "n_genes", "n_train", "n_val", "n_test", "n_splits")
 
-    def __init__(
-        self,
-        *,
-        genes: Sequence[str] | None = None,
-        n_genes: int = 20,
-        n_train: int = 39,
-        n_val: int = 4,
-        n_test: int = 7,
-        n_splits: int = 5,
-    ) -> None:
-        for key, value, low in (
-            ("n_genes", n_genes, 2),
-            ("n_train", n_train, 1),
-            ("n_val", n_val, 0),
-            ("n_test", n_test, 1),
-            ("n_splits", n_splits, 1),
+    def __post_init__(self) -> None:
+        for key, low in (
+            ("n_genes", 2),
+            ("n_train", 1),
+            ("n_val", 0),
+            ("n_test", 1),
+            ("n_splits", 1),
         ):
+            value = getattr(self, key)
             if not isinstance(value, int) or value < low:
                 raise ValueError(
                     f"reverse_perturbation task: metrics.{key} = {value!r}; expected an "
                     f"integer >= {low}"
                 )
-        self.genes = sorted(genes) if genes else None
-        self.n_genes = len(self.genes) if self.genes else n_genes
-        self.n_train, self.n_val, self.n_test, self.n_splits = n_train, n_val, n_test, n_splits
+        genes = sorted(self.genes) if self.genes else None
+        object.__setattr__(self, "genes", genes)  # frozen: normalised once, here
+        if genes:
+            object.__setattr__(self, "n_genes", len(genes))
 
     def options(self) -> dict[str, Any]:
         """The evaluation design, as recorded in the scores."""
-        return {
-            "genes": self.genes,
-            "n_genes": self.n_genes,
-            "n_train": self.n_train,
-            "n_val": self.n_val,
-            "n_test": self.n_test,
-            "n_splits": self.n_splits,
-        }
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def with_metric_options(self, options: dict[str, Any] | None) -> ReversePerturbationTask:
         """A copy with the config's ``tasks.reverse_perturbation.metrics`` (the design).
+
+        Setting ``n_genes`` without ``genes`` drops the genes this task has (the number
+        then chooses them).
 
         Raises
         ------
@@ -312,10 +324,9 @@ class ReversePerturbationTask(Task):
             For a key other than :attr:`metric_options` or an invalid value.
         """
         options = self.check_metric_options(options)
-        merged = {**self.options(), **options}
         if "n_genes" in options and "genes" not in options:
-            merged["genes"] = None
-        return ReversePerturbationTask(**merged)
+            options["genes"] = None
+        return super().with_metric_options(options)
 
     def prepare(self, adata: ad.AnnData, *, seed: int) -> dict[str, Any]:
         """Choose the gene subset, draw the splits and build each split's method inputs.

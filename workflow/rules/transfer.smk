@@ -66,7 +66,7 @@ rule pretrain_series:
 # Every series model runs the config's transfer.methods on its series' (task, dataset) pairs
 # through the generic method script (workflow/scripts/run_method.py), with that model's
 # checkpoint; references (from scratch, PCA) run once under the model name "reference".
-from benchmark import transfer as tr
+from benchmark.transfer import series as tr
 
 TRANSFER = tr.TransferPlan.from_config(config, PLAN.registry)
 

@@ -1,7 +1,7 @@
 """Assemble the pre-training corpus from the training cells of the demo datasets."""
 
-from benchmark.corpus import build_pretraining_corpus
 from benchmark.logs import job_logging
+from benchmark.sources.corpus import build_pretraining_corpus
 
 snakemake = globals()["snakemake"]
 with job_logging(snakemake.log[0]):

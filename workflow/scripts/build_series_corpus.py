@@ -1,7 +1,7 @@
 """Write one transfer-series model's pre-training corpus (rule build_series_corpus)."""
 
 from benchmark.logs import job_logging
-from benchmark.transfer import build_series_corpus
+from benchmark.transfer.series import build_series_corpus
 
 snakemake = globals()["snakemake"]
 with job_logging(snakemake.log[0]):

@@ -1,7 +1,7 @@
 """Download one registry file with checksum verification (rule download_file)."""
 
-from benchmark.download import download
 from benchmark.logs import job_logging
+from benchmark.sources.download import download
 
 snakemake = globals()["snakemake"]
 source = snakemake.params.source

@@ -1,7 +1,7 @@
 """Export a nested census subset as pre-training shards (rule export_census_subset)."""
 
-from benchmark.census import export_census_subset
 from benchmark.logs import job_logging
+from benchmark.sources.census import export_census_subset
 
 snakemake = globals()["snakemake"]
 spec = snakemake.params.spec

@@ -1,7 +1,7 @@
 """Fetch a released scGPT checkpoint from the registry (rule fetch_checkpoint)."""
 
-from benchmark.checkpoints import fetch_checkpoint
 from benchmark.logs import job_logging
+from benchmark.sources.checkpoints import fetch_checkpoint
 
 snakemake = globals()["snakemake"]
 with job_logging(snakemake.log[0]):

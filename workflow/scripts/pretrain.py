@@ -1,7 +1,7 @@
 """Pre-train the scGPT model the tasks consume (rule pretrain)."""
 
 from benchmark.logs import job_logging
-from benchmark.pretraining import pretrain_checkpoint
+from benchmark.transfer.pretraining import pretrain_checkpoint
 
 snakemake = globals()["snakemake"]
 with job_logging(snakemake.log[0]):

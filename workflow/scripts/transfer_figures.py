@@ -3,7 +3,7 @@
 import pandas as pd
 
 from benchmark.logs import job_logging
-from benchmark.transfer_report import plot_transfer
+from benchmark.transfer.report import plot_transfer
 
 snakemake = globals()["snakemake"]
 with job_logging(snakemake.log[0]):

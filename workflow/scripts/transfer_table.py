@@ -1,7 +1,7 @@
 """Aggregate the transfer series' runs into results/tables/transfer.{csv,md} (rule transfer_table)."""
 
 from benchmark.logs import job_logging
-from benchmark.transfer_report import write_transfer_table
+from benchmark.transfer.report import write_transfer_table
 
 snakemake = globals()["snakemake"]
 with job_logging(snakemake.log[0]):

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from benchmark.corpus import HELD_OUT_SPLITS
 from benchmark.failed_datasets import check_standard_file
 from benchmark.io import write_h5ad
+from benchmark.sources.corpus import HELD_OUT_SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def pretraining_pool(
     ----------
     dataset_paths
         Standard ``.h5ad`` files; their query/validation/test cells (``obs["split"]``) never
-        enter pre-training (as in :func:`benchmark.corpus.build_pretraining_corpus`).
+        enter pre-training (as in :func:`benchmark.sources.corpus.build_pretraining_corpus`).
     held_out
         ``{obs column: values}``: cells with any of these values are left out (the context
         target's donors). A dataset without the column keeps its cells.
@@ -413,7 +413,7 @@ class TransferPlan:
         """The checkpoint files a run waits for (none for methods without a checkpoint)."""
         if not self.needs_checkpoint(task, method):
             return []
-        from benchmark.checkpoints import REQUIRED_FILES
+        from benchmark.sources.checkpoints import REQUIRED_FILES
 
         folder = self.checkpoint_dir(model)
         return [f"{folder}/{name}" for name in REQUIRED_FILES]

@@ -3,7 +3,7 @@
 The registry's ``cellxgene_census`` corpus entry gives the census build, the organism and
 scGPT's per-partition queries (``data/cellxgene/data_config.py``). A subset of ``k`` cells is
 the first ``k`` of one seeded order of the union of the partitions' cells
-(:func:`benchmark.transfer.subset_order`), so subsets of one census build are nested. Needs the
+(:func:`benchmark.transfer.series.subset_order`), so subsets of one census build are nested. Needs the
 ``cellxgene-census`` package (``envs/census.yaml``) and network access.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.io import write_h5ad, write_json
-from benchmark.transfer import subset_order
+from benchmark.transfer.series import subset_order
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from benchmark.io import atomic_path, write_csv, write_text
 from benchmark.tables import collect_runs, paper_values, standard_error
-from benchmark.transfer import HEADLINE, REFERENCE
+from benchmark.transfer.series import HEADLINE, REFERENCE
 
 COLUMNS = [
     "series", "model", "label", "cells", "task", "dataset", "method", "metric",

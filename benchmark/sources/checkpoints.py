@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
-from benchmark.download import DownloadError, download, sha256sum
+from benchmark.sources.download import DownloadError, download, sha256sum
 
 log = logging.getLogger(__name__)
 
