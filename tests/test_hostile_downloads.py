@@ -25,7 +25,8 @@ import torch
 from benchmark.datasets import archives
 from benchmark.datasets.archives import ArchiveError, extract_tar
 from benchmark.datasets.errors import RegistryError
-from benchmark.sources.download import DownloadError, check_format, download
+from benchmark.sources.download import DownloadError, download
+from benchmark.sources.formats import check_format
 from scgpt.checkpoint import CorruptCheckpointError, load_weights
 from scgpt.safe_pickle import UnsafePickleError, load_pickle
 from tests.conftest import Route
