@@ -6,13 +6,8 @@ simulator's sequence of draws is the order in which it calls these steps.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import numpy as np
 import pandas as pd
-
-if TYPE_CHECKING:
-    from benchmark.simulate.world import SimulationWorld
 
 # Separate random streams per generator so that e.g. seed=0 of two generators is not the same
 # sequence of draws (seeds are combined with these tags through numpy's SeedSequence).
@@ -51,28 +46,6 @@ def softmax(log_values: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def cell_states(
-    world: SimulationWorld,
-    activity: np.ndarray,
-    rng: np.random.Generator,
-    *,
-    activity_sd: float,
-    tf_sd: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cell program activities (jittered) and regulated log-abundances."""
-    cell_activity = np.clip(activity + rng.normal(0.0, activity_sd, activity.shape), 0.0, None)
-    tf_noise = rng.normal(0.0, tf_sd, (activity.shape[0], world.n_tfs))
-    return cell_activity, world.log_abundance(cell_activity, tf_noise)
-
-
-def expected_counts(
-    world: SimulationWorld, log_abundance: np.ndarray, rng: np.random.Generator, library_sd: float
-) -> np.ndarray:
-    """Expected counts per cell: a log-normal library size times the softmax of the abundance."""
-    library = world.library_size * np.exp(rng.normal(0.0, library_sd, log_abundance.shape[0]))
-    return library[:, None] * softmax(log_abundance)
-
-
 def log1p_normalised(expected: np.ndarray) -> np.ndarray:
     """log1p of counts normalised to :data:`NORMALISE_TARGET_SUM` (expected or observed)."""
     total = expected.sum(axis=-1, keepdims=True)
@@ -104,23 +77,3 @@ def peak_names(n_peaks: int) -> list[str]:
     """ATAC feature names ``peak_0001``, ... (at least four digits)."""
     width = max(4, len(str(n_peaks)))
     return [f"peak_{k + 1:0{width}d}" for k in range(n_peaks)]
-
-
-def var_frame(world: SimulationWorld) -> pd.DataFrame:
-    """``var`` of the world's genes: ``gene_name``, ``is_tf``, ``program`` ("none" outside)."""
-    var = pd.DataFrame(index=pd.Index(world.genes, name="gene"))
-    var["gene_name"] = list(world.genes)
-    var["is_tf"] = np.asarray(world.is_tf, dtype=bool)
-    programs = np.asarray((*world.program_names, "none"), dtype=object)  # index -1 -> "none"
-    var["program"] = pd.Categorical(programs[world.program_of_gene])
-    return var
-
-
-def world_uns(world: SimulationWorld) -> dict[str, Any]:
-    """The world's part of ``uns["simulation"]``: seed, programs, network, propagation steps."""
-    return {
-        "world_seed": world.seed,
-        "programs": world.programs(),
-        "grn": world.grn_uns(),
-        "propagation_steps": world.propagation_steps,
-    }

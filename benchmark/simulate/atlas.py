@@ -11,16 +11,19 @@ import scipy.sparse as sp
 
 from benchmark.simulate._common import (
     STREAM_ATLAS,
-    cell_states,
-    expected_counts,
     obs_frame,
     sample_nb,
     stream_rng,
+)
+from benchmark.simulate.batch_effects import BatchEffects, apply_batch_effects, make_batch_effects
+from benchmark.simulate.world import (
+    SimulationWorld,
+    cell_states,
+    expected_counts,
+    resolve_world,
     var_frame,
     world_uns,
 )
-from benchmark.simulate.batch_effects import BatchEffects, apply_batch_effects, make_batch_effects
-from benchmark.simulate.world import SimulationWorld, resolve_world
 
 __all__ = ["simulate_atlas"]
 

@@ -18,11 +18,10 @@ from benchmark.simulate._common import (
     peak_names,
     sample_nb,
     stream_rng,
-    world_uns,
 )
 from benchmark.simulate.batch_effects import BatchEffects
 from benchmark.simulate.celltypes import BatchedCells, sample_batched_cells
-from benchmark.simulate.world import SimulationWorld, resolve_world
+from benchmark.simulate.world import SimulationWorld, resolve_world, world_uns
 
 __all__ = ["MULTIOME_SETTINGS", "simulate_multiome", "simulate_multiome_setting"]
 

@@ -13,17 +13,20 @@ import scipy.sparse as sp
 from benchmark.simulate._common import (
     NORMALISE_TARGET_SUM,
     STREAM_PERTURBATION,
-    cell_states,
-    expected_counts,
     log1p_normalised,
     obs_frame,
     sample_nb,
     softmax,
     stream_rng,
+)
+from benchmark.simulate.world import (
+    SimulationWorld,
+    cell_states,
+    expected_counts,
+    resolve_world,
     var_frame,
     world_uns,
 )
-from benchmark.simulate.world import SimulationWorld, resolve_world
 
 __all__ = ["simulate_perturbation"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.simulate._common import STREAM_WORLD, readonly, stream_rng
+from benchmark.simulate._common import STREAM_WORLD, readonly, softmax, stream_rng
 
 __all__ = ["SimulationWorld", "ground_truth_targets", "make_world", "resolve_world"]
 
@@ -393,3 +393,46 @@ def resolve_world(world: SimulationWorld | None) -> SimulationWorld:
     if not isinstance(world, SimulationWorld):
         raise TypeError(f"world must be a SimulationWorld or None, got {type(world).__name__}")
     return world
+
+
+# --- what every simulator draws or writes from a world ------------------------------------
+def cell_states(
+    world: SimulationWorld,
+    activity: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    activity_sd: float,
+    tf_sd: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell program activities (jittered) and regulated log-abundances."""
+    cell_activity = np.clip(activity + rng.normal(0.0, activity_sd, activity.shape), 0.0, None)
+    tf_noise = rng.normal(0.0, tf_sd, (activity.shape[0], world.n_tfs))
+    return cell_activity, world.log_abundance(cell_activity, tf_noise)
+
+
+def expected_counts(
+    world: SimulationWorld, log_abundance: np.ndarray, rng: np.random.Generator, library_sd: float
+) -> np.ndarray:
+    """Expected counts per cell: a log-normal library size times the softmax of the abundance."""
+    library = world.library_size * np.exp(rng.normal(0.0, library_sd, log_abundance.shape[0]))
+    return library[:, None] * softmax(log_abundance)
+
+
+def var_frame(world: SimulationWorld) -> pd.DataFrame:
+    """``var`` of the world's genes: ``gene_name``, ``is_tf``, ``program`` ("none" outside)."""
+    var = pd.DataFrame(index=pd.Index(world.genes, name="gene"))
+    var["gene_name"] = list(world.genes)
+    var["is_tf"] = np.asarray(world.is_tf, dtype=bool)
+    programs = np.asarray((*world.program_names, "none"), dtype=object)  # index -1 -> "none"
+    var["program"] = pd.Categorical(programs[world.program_of_gene])
+    return var
+
+
+def world_uns(world: SimulationWorld) -> dict[str, Any]:
+    """The world's part of ``uns["simulation"]``: seed, programs, network, propagation steps."""
+    return {
+        "world_seed": world.seed,
+        "programs": world.programs(),
+        "grn": world.grn_uns(),
+        "propagation_steps": world.propagation_steps,
+    }
