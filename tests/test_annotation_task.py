@@ -182,7 +182,6 @@ def test_task_registry_and_reference_mapping_share_the_contract():
     assert isinstance(mapping, type(annotation))
 
 
-@pytest.mark.slow
 def test_runner_end_to_end_with_figures(tmp_path):
     from benchmark.runner import run_method
 

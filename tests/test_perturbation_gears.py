@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import pickle
@@ -25,7 +26,11 @@ from benchmark.simulate import simulate_perturbation
 from benchmark.tasks.perturbation import TASK
 from contract.conditions import normalise_condition
 
-pytest.importorskip("gears")
+# Skip without importing it: importing gears (torch_geometric, ...) costs ~10 s of CPU, which
+# every pytest-xdist worker would pay while collecting, not only the one that runs this file.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("gears") is None, reason="cell-gears is not installed"
+)
 
 
 @pytest.fixture(scope="module")
