@@ -31,8 +31,33 @@ Run it with ``python -m scgpt.pretrain --config run.yaml`` or, on several GPUs,
 ``torchrun --nproc_per_node 4 -m scgpt.pretrain --config run.yaml``.
 """
 
-from scgpt.pretrain.config import PretrainConfig
-from scgpt.pretrain.objective import PretrainObjective, warmup_cosine
-from scgpt.pretrain.run import main, pretrain
+# Lazy like the package root: ``scgpt.pretrain.config`` is read at every workflow parse.
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "PretrainConfig": "scgpt.pretrain.config",
+    "PretrainObjective": "scgpt.pretrain.objective",
+    "main": "scgpt.pretrain.run",
+    "pretrain": "scgpt.pretrain.run",
+    "warmup_cosine": "scgpt.pretrain.objective",
+}
+"""Public name -> the module that defines it (imported on first use)."""
 
 __all__ = ["PretrainConfig", "PretrainObjective", "main", "pretrain", "warmup_cosine"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
