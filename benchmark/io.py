@@ -92,6 +92,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         if is_disk_full(err):
             raise disk_full_error(target, err) from err
         raise
+    # mkstemp makes the file private (0600); the result gets the usual permissions instead,
+    # so that collaborators (and a cluster's other accounts) can read the results.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -165,3 +168,10 @@ def write_csv(frame: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
     """Write a pandas DataFrame as CSV atomically."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, **kwargs)
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

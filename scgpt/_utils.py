@@ -40,6 +40,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix)
+    # mkstemp makes the file private (0600); the result gets the usual permissions instead,
+    # so that collaborators (and a cluster's other accounts) can read the results.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -144,3 +147,10 @@ def content_rng(
     return np.random.default_rng(
         np.random.SeedSequence([int(seed) % (2**63), *map(int, extra), *words])
     )
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -544,3 +544,19 @@ def test_full_disk_while_standardising_fails_the_job_instead(monkeypatch, tmp_pa
     with pytest.raises(io.DiskFullError):
         standardise_module.prepare_or_record_failure("x", tmp_path / "x.h5ad")
     assert not (tmp_path / "x.h5ad").exists()
+
+
+def test_atomic_outputs_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
+    import os
+    import stat
+
+    from scgpt._utils import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        io.write_text("x", tmp_path / "a.txt")
+        write_json_atomic({"a": 1}, tmp_path / "b.json")
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "b.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
