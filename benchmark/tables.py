@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.resources
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +163,29 @@ def add_paper_columns(
     return table
 
 
+def mark_budget_limited(table: pd.DataFrame, budget_limited: Mapping[str, str]) -> pd.DataFrame:
+    """Add a ``budget_limited`` column: the reason for the rows of those methods, else ``None``."""
+    table = table.copy()
+    table["budget_limited"] = [budget_limited.get(m) for m in table["method"]]
+    return table
+
+
+def budget_notes(table: pd.DataFrame) -> list[str]:
+    """One note per budget-limited method of ``table`` (its ``budget_limited`` column)."""
+    if "budget_limited" not in table:
+        return []
+    limited = table.dropna(subset=["budget_limited"]).drop_duplicates("method")
+    return [
+        f"{BUDGET_MARK} {row['label']}: budget-limited ({row['budget_limited']}); "
+        "no claim verdict is drawn from these rows."
+        for _, row in limited.iterrows()
+    ]
+
+
+BUDGET_MARK = "†"
+"""Marks a budget-limited method's rows in the Markdown tables."""
+
+
 def _cell(mean: float, se: float, paper: float) -> str:
     if math.isnan(mean):
         text = "—"
@@ -252,7 +275,9 @@ def _markdown_rows(table: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
                 status += f" ({'; '.join(notes)})".replace("|", "/").replace("\n", " ")
         cells = [
             str(row["dataset"]),
-            str(row["label"]) + (" (addition)" if row.get("in_paper") is False else ""),
+            str(row["label"])
+            + (" (addition)" if row.get("in_paper") is False else "")
+            + (f" {BUDGET_MARK}" if isinstance(row.get("budget_limited"), str) else ""),
             str(row["n_seeds"]),
             *(_cell(row[m], row[f"{m}_se"], row[f"{m}_paper"]) for m in metrics),
             f"{row['wall_seconds']:.1f}",
@@ -271,16 +296,20 @@ def write_task_table(
     title: str,
     paper_table: str | None = None,
     breakdown: Sequence[str] = (),
+    budget_limited: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Collect runs, aggregate over seeds, add the paper's values and write CSV + Markdown.
 
     ``breakdown``: further metrics, aggregated the same way and shown in a second table.
+    ``budget_limited``: method -> why its budget is short (the config's
+    ``tasks.<task>.budget_limited``): a ``budget_limited`` column and a marked row.
     """
     runs = collect_runs(run_files)
     every = [*metrics, *(m for m in breakdown if m not in metrics)]
     table = aggregate(runs, every)
     table = add_paper_columns(table, paper_values(paper_table) if paper_table else None, every)
+    table = mark_budget_limited(table, budget_limited or {})
     write_csv(table, out_csv, index=False)
-    notes = metric_definitions(runs)
+    notes = metric_definitions(runs) + budget_notes(table)
     write_text(to_markdown(table, metrics, title, breakdown, notes=notes), out_md)
     return table

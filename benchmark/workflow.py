@@ -179,6 +179,7 @@ class WorkflowPlan:
                 if spec.needs_checkpoint:
                     checkpoint_methods.add((task, method))
             only = _method_datasets(task, section)
+            _check_budget_limited(task, section)
             for dataset, method, seed in itertools.product(
                 section["datasets"], section["methods"], config["seeds"]
             ):
@@ -366,6 +367,17 @@ class WorkflowPlan:
                 Path(folder).mkdir(parents=True, exist_ok=True)
         return [folder for folder in folders if Path(folder).is_dir()]
 
+    def budget_limited(self, task: str) -> dict[str, str]:
+        """Method -> why its budget is short (``tasks.<task>.budget_limited``; empty if none)."""
+        return dict(self.config["tasks"][task].get("budget_limited") or {})
+
+    def data_kinds(self) -> dict[str, str]:
+        """Dataset -> what it is (paper data, simulated demo, real demo subset) for the ledger."""
+        from benchmark.claims import data_kinds
+
+        names = dict.fromkeys(d for task in self.tasks for d in self.datasets_of(task))
+        return data_kinds(self.registry, list(names))
+
     def datasets_of(self, task: str) -> list[str]:
         """Datasets a task runs on."""
         return list(self.config["tasks"][task]["datasets"])
@@ -391,6 +403,8 @@ class WorkflowPlan:
                 f"{self.results_dir}/figures/{task}/{dataset}" for dataset in self.datasets_of(task)
             ]
         targets += [
+            f"{self.results_dir}/claims.csv",
+            f"{self.results_dir}/claims.md",
             f"{self.results_dir}/report/paper_comparison.html",
             f"{self.results_dir}/report/provenance.html",
         ]
@@ -490,6 +504,23 @@ def _method_datasets(task: str, section: dict[str, Any]) -> dict[str, list[str]]
                 f"tasks.{task}.datasets {list(section['datasets'])}"
             )
     return only
+
+
+def _check_budget_limited(task: str, section: dict[str, Any]) -> None:
+    """``tasks.<task>.budget_limited`` names methods of the task only.
+
+    Raises
+    ------
+    ConfigError
+        For a method not under ``methods`` (a misspelt name would leave its short-budget rows
+        carrying verdicts).
+    """
+    for method in section.get("budget_limited") or {}:
+        if method not in section["methods"]:
+            raise ConfigError(
+                f"config tasks.{task}.budget_limited.{method}: not a method of the task; "
+                f"methods: {list(section['methods'])}"
+            )
 
 
 def _check_dataset_params(config: dict[str, Any], registry: Any, registry_path: str) -> None:

@@ -108,7 +108,10 @@ def test_one_task_config_plans_only_that_task(tmp_path):
     assert plan["config"]["results_dir"] == "results"
     assert plan["config"]["registry"] == "config/datasets.yaml"
     assert set(plan["config"]) == {"seeds", "model", "tasks", "results_dir", "data_dir", "registry"}
-    assert all("/annotation" in t or "annotation." in t or "/report/" in t for t in plan["targets"])
+    assert all(
+        "/annotation" in t or "annotation." in t or "/report/" in t or "/claims." in t
+        for t in plan["targets"]
+    )
 
 
 def test_without_configfile_the_demo_is_planned(tmp_path):

@@ -17,6 +17,9 @@ rule task_table:
             labels={"task": "{task}"},
         ),
         csv=f"{RESULTS}/tables/{{task}}.csv",
+    params:
+        # A changed reason remarks the rows (Snakemake reruns a job whose params changed).
+        budget_limited=lambda wc: PLAN.budget_limited(wc.task),
     log:
         f"{LOGS}/tables/{{task}}.log",
     script:
@@ -41,6 +44,30 @@ rule task_figures:
         f"{LOGS}/figures/{{task}}/{{dataset}}.log",
     script:
         "../scripts/task_figures.py"
+
+
+# The claim ledger: each tested claim of the paper and its critics, with a verdict computed
+# from the tables (benchmark/claims.py, claims in benchmark/paper/claims.yaml).
+rule claims:
+    input:
+        tables=lambda wc: [f"{RESULTS}/tables/{task}.csv" for task in PLAN.tasks],
+        claims=str(SCHEMA.parents[1] / "benchmark" / "paper" / "claims.yaml"),
+    output:
+        csv=f"{RESULTS}/claims.csv",
+        md=report(
+            f"{RESULTS}/claims.md",
+            caption="../report/claims.rst",
+            category="1. Claim ledger",
+        ),
+    params:
+        tasks=lambda wc: list(PLAN.tasks),
+        budget_limited=lambda wc: {task: PLAN.budget_limited(task) for task in PLAN.tasks},
+        data_kinds=lambda wc: PLAN.data_kinds(),
+        transfer=f"{RESULTS}/tables/transfer.csv",
+    log:
+        f"{LOGS}/claims.log",
+    script:
+        "../scripts/claims.py"
 
 
 rule report_pages:

@@ -13,6 +13,7 @@ with job_logging(snakemake.log[0]):
         snakemake.output.csv,
         snakemake.output.md,
         title=f"{task.name}: scgpt-bench vs the paper",
+        budget_limited=snakemake.params.budget_limited,
         paper_table=task.paper_table,
         breakdown=task.breakdown,
     )
