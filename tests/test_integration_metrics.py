@@ -102,8 +102,9 @@ def test_scores_equal_direct_library_calls(fixed_embedding):
     assert ours["asw_cell"] == pytest.approx(asw_cell, abs=1e-6)
     assert ours["asw_batch"] == pytest.approx(asw_batch, abs=1e-6)
     # asw_cell and isolated labels share one silhouette computation: still the library's values.
-    assert ours["asw_cell"] == float(asw_cell)
-    assert ours["isolated_labels"] == float(scib_metrics.isolated_labels(x, cell_type, batch))
+    assert ours["isolated_labels"] == pytest.approx(
+        scib_metrics.isolated_labels(x, cell_type, batch), abs=1e-6
+    )
     assert ours["graph_conn"] == pytest.approx(graph_conn, abs=1e-9)
     assert ours["avg_bio"] == pytest.approx((nmi + ari + asw_cell) / 3, abs=1e-6)
     assert ours["avg_batch"] == pytest.approx((asw_batch + graph_conn) / 2, abs=1e-6)
@@ -121,6 +122,16 @@ def test_scores_equal_direct_library_calls(fixed_embedding):
     assert ours["asw_cell"] == pytest.approx((silhouette_score(x, cell_type) + 1) / 2, abs=1e-5)
     assert list(ours)[: len(im.HEADLINE_METRICS)] == list(im.HEADLINE_METRICS)
     assert math.isnan(ours["kbet"]) and math.isnan(ours["pcr_comparison"])
+
+
+def test_silhouettes_equal_on_both_sides_of_the_size_switch(fixed_embedding, monkeypatch):
+    """scikit-learn (small data) and scib-metrics' JAX kernel (large data) give one score."""
+    x, cell_type, batch = fixed_embedding
+    small = im.integration_scores(x, cell_type, batch, extra=True)
+    monkeypatch.setattr(im, "SKLEARN_SILHOUETTE_MAX_CELLS", 0)
+    large = im.integration_scores(x, cell_type, batch, extra=True)
+    for name in ("asw_cell", "asw_batch", "isolated_labels"):
+        assert small[name] == pytest.approx(large[name], abs=1e-6), name
 
 
 def test_leiden_option_searches_scib_117_grid(fixed_embedding):

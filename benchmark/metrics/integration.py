@@ -527,16 +527,49 @@ def cluster_nmi_ari(
 
 
 def _silhouette_batch(embedding: np.ndarray, cell_type: np.ndarray, batch: np.ndarray) -> float:
-    """scib-metrics' batch ASW (1 - |ASW| per cell type); NaN if no cell type spans 2 batches."""
-    from scib_metrics import silhouette_batch
+    """scib-metrics' batch ASW: per cell type, the mean of 1 - |silhouette of the batches|,
+    then the mean over cell types; cell types in one batch only, or with every cell in its own
+    batch, are skipped (as scib-metrics' ``silhouette_batch`` does). NaN if none is left.
 
+    Computed per cell type with :func:`silhouette_samples` rather than by scib-metrics' own
+    call, which compiles its JAX kernel anew for every cell type's shape (~20 s a run on the
+    demo, whatever the data size; ``benchmarks/scaling.py``). Equal to it to float32
+    precision (``tests/test_integration_metrics.py``).
+    """
     if not _batch_silhouette_defined(cell_type, batch):
         warnings.warn(
             "asw_batch is undefined: no cell type is present in two or more batches",
             stacklevel=2,
         )
         return math.nan
-    return float(silhouette_batch(embedding, cell_type, batch, rescale=True))
+    per_type = []
+    for label in np.unique(cell_type):
+        members = cell_type == label
+        n_batches = len(np.unique(batch[members]))
+        if n_batches == 1 or n_batches == int(members.sum()):
+            continue
+        per_type.append(np.mean(1 - np.abs(silhouette_samples(embedding[members], batch[members]))))
+    return float(np.mean(per_type))
+
+
+SKLEARN_SILHOUETTE_MAX_CELLS = 20_000
+"""Up to this many cells the silhouettes use scikit-learn (chunked NumPy distances, no
+compilation); above it scib-metrics' JAX kernel, whose ~1-2 s compilation per shape is then
+repaid (``benchmarks/scaling.py``). Both give the same values to float32 precision."""
+
+
+def silhouette_samples(embedding: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-cell Euclidean silhouette of ``labels`` (scikit-learn's / scib-metrics' definition).
+
+    scikit-learn up to :data:`SKLEARN_SILHOUETTE_MAX_CELLS` cells, scib-metrics above.
+    """
+    if embedding.shape[0] <= SKLEARN_SILHOUETTE_MAX_CELLS:
+        from sklearn.metrics import silhouette_samples as sklearn_silhouette
+
+        return np.asarray(sklearn_silhouette(embedding, labels, metric="euclidean"))
+    from scib_metrics.utils import silhouette_samples as scib_silhouette
+
+    return np.asarray(scib_silhouette(embedding, labels))
 
 
 def _validate(
@@ -666,10 +699,8 @@ def integration_scores(
 
 
 def _cell_type_silhouette(embedding: np.ndarray, cell_type: np.ndarray) -> np.ndarray:
-    """Per-cell silhouette of the cell types (scib-metrics' ``silhouette_samples``, Euclidean,
-    the one behind both its ``silhouette_label`` and its ``isolated_labels``)."""
-    from scib_metrics.utils import silhouette_samples
-
+    """Per-cell silhouette of the cell types (the one behind both scib-metrics'
+    ``silhouette_label`` and its ``isolated_labels``)."""
     return silhouette_samples(embedding, cell_type)
 
 

@@ -106,6 +106,9 @@ def cluster_responses(
     """
     import scanpy as sc
 
+    from benchmark.numba_cache import cache_umap_kernels
+
+    cache_umap_kernels()  # before scanpy's graph and UMAP compile umap-learn's kernels
     delta = np.asarray(delta, dtype=np.float32)
     adata = ad.AnnData(X=delta)
     n_comps = int(min(n_pcs, delta.shape[0] - 1, delta.shape[1] - 1))
