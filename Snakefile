@@ -31,3 +31,17 @@ rule all:
     input:
         all_targets(),
     default_target: True
+
+
+# A run ends on what it produced (tables, failed rows, the ledger's verdicts), not on
+# Snakemake's step count.
+onsuccess:
+    from benchmark.summary import print_summary
+
+    print_summary(PLAN.results_dir, PLAN.tasks, ok=True)
+
+
+onerror:
+    from benchmark.summary import print_summary
+
+    print_summary(PLAN.results_dir, PLAN.tasks, ok=False)
