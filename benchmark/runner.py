@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib.abc
 import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
@@ -86,19 +88,48 @@ class _WarningCollector(logging.Handler):
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch (if imported) for a deterministic run."""
+    """Seed Python, numpy and torch for a deterministic run.
+
+    torch is seeded now if imported, else the moment it is first imported
+    (:class:`_SeedTorchOnImport`): importing it here would cost every job that never uses it
+    ~2 s (the scoring-only baselines, most of the demo's jobs).
+    """
     random.seed(seed)
     import numpy as np
 
     np.random.seed(seed)  # noqa: NPY002 -- libraries still draw from the legacy global RNG
     os.environ["PYTHONHASHSEED"] = str(seed)
+    for finder in [f for f in sys.meta_path if isinstance(f, _SeedTorchOnImport)]:
+        sys.meta_path.remove(finder)
     torch = sys.modules.get("torch")
-    if torch is None:
-        try:
-            import torch
-        except ImportError:
-            return
-    torch.manual_seed(seed)
+    if torch is not None:
+        torch.manual_seed(seed)
+    else:
+        sys.meta_path.insert(0, _SeedTorchOnImport(seed))
+
+
+class _SeedTorchOnImport(importlib.abc.MetaPathFinder):
+    """Seeds torch right after its first import, then leaves ``sys.meta_path``."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != "torch":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("torch")
+        if spec is None or spec.loader is None:
+            return spec
+        execute = spec.loader.exec_module
+        seed = self.seed
+
+        def exec_then_seed(module: Any) -> None:
+            execute(module)
+            module.manual_seed(seed)
+
+        spec.loader.exec_module = exec_then_seed  # type: ignore[method-assign]
+        return spec
 
 
 def package_versions() -> dict[str, str]:

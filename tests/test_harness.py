@@ -189,6 +189,8 @@ def test_run_writes_provenance(toy_methods, toy_dataset, tmp_path):
         assert key in run
     assert run["seed"] == 3 and run["label"] == "Exact"
     assert run["versions"]["numpy"] == np.__version__
+    assert list(run["stage_seconds"]) == ["load", "prepare", "setup", "method", "save", "score"]
+    assert all(seconds >= 0 for seconds in run["stage_seconds"].values())
     assert json.loads((out / "scores.json").read_text()) == {"status": "ok", "mae": 0.0}
 
 
@@ -294,3 +296,31 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_json({"x": float("nan")}, target)
     assert json.loads(target.read_text()) == {"x": None}
+
+
+def test_seeding_defers_torch_until_its_first_import():
+    """A job that never uses torch does not import it; one that does gets it seeded."""
+    import subprocess
+    import sys
+    import textwrap
+
+    probe = textwrap.dedent(
+        """
+        import sys
+        from benchmark.runner import seed_everything
+        seed_everything(3)
+        assert "torch" not in sys.modules, "seeding imported torch"
+        import torch
+        first = torch.rand(4)
+        torch.manual_seed(3)
+        assert torch.equal(first, torch.rand(4)), "torch was not seeded with the run's seed"
+        seed_everything(5)  # torch imported now: seeded at once
+        second = torch.rand(4)
+        torch.manual_seed(5)
+        assert torch.equal(second, torch.rand(4))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=Path(__file__).parents[1]
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
