@@ -180,7 +180,9 @@ def condition_scores(
     }
 
 
-def apply_nan_policy(scores: Mapping[str, float], policy: str) -> dict[str, float]:
+def apply_nan_policy(
+    scores: Mapping[str, float], policy: str, metrics: Sequence[str] = PEARSON_METRICS
+) -> dict[str, float]:
     """One condition's scores with undefined Pearson values treated as ``policy`` says.
 
     Parameters
@@ -188,14 +190,17 @@ def apply_nan_policy(scores: Mapping[str, float], policy: str) -> dict[str, floa
     scores
         Output of :func:`condition_scores` (other keys are passed through).
     policy
-        A key of :data:`NAN_POLICIES`: ``"zero"`` (GEARS) replaces NaN in
-        :data:`PEARSON_METRICS` by 0; ``"nan"`` leaves it.
+        A key of :data:`NAN_POLICIES`: ``"zero"`` (GEARS) replaces NaN in ``metrics`` by 0;
+        ``"nan"`` leaves it.
+    metrics
+        The Pearson metrics the policy applies to (default :data:`PEARSON_METRICS`; the task
+        adds Systema's Pearson-delta against the perturbed centroid).
     """
     if policy not in NAN_POLICIES:
         raise ValueError(f"nan_policy {policy!r}: expected one of {sorted(NAN_POLICIES)}")
     out = dict(scores)
     if policy == "zero":
-        for metric in PEARSON_METRICS:
+        for metric in metrics:
             value = out.get(metric)
             if isinstance(value, float) and np.isnan(value):
                 out[metric] = 0.0

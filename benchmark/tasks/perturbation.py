@@ -43,6 +43,15 @@ from benchmark.metrics.perturbation import (
     mean_scores,
     non_dropout_de,
 )
+from benchmark.metrics.perturbation_field import (
+    FIELD_METRICS,
+    FIELD_PEARSON_METRICS,
+    HIGHER_IS_BETTER,
+    VCC_METRICS,
+    field_scores,
+    normalised_score,
+    perturbed_centroid,
+)
 from benchmark.tasks.base import Task
 from contract.conditions import CTRL, n_genes, normalise_condition, parse_condition, subgroup
 
@@ -113,6 +122,61 @@ def condition_means(adata: ad.AnnData, conditions: list[str], key: str = "condit
     return out
 
 
+def de_statistics(
+    adata: ad.AnnData, conditions: list[str], *, key: str = "condition"
+) -> dict[str, pd.DataFrame]:
+    """Every gene's t-test of each condition against control, ranked by |t| (best first).
+
+    The test of :func:`top_de_genes` (GEARS'); per condition a frame with the gene's var
+    index (``gene``), ``score`` (t), ``log2fc`` (scanpy's ``logfoldchanges``) and
+    ``pval_adj`` (Benjamini-Hochberg).
+    """
+    import scanpy as sc
+
+    labels = adata.obs[key].astype(str)
+    keep = labels.isin([CTRL, *conditions]).to_numpy()
+    sub = ad.AnnData(
+        X=adata.X[keep],
+        obs=pd.DataFrame(
+            {"group": pd.Categorical(labels[keep].to_numpy())}, index=adata.obs_names[keep]
+        ),
+        var=pd.DataFrame(index=adata.var_names),
+    )
+    sc.tl.rank_genes_groups(
+        sub,
+        groupby="group",
+        groups=list(conditions),
+        reference=CTRL,
+        method="t-test",
+        rankby_abs=True,
+        n_genes=adata.n_vars,
+        use_raw=False,
+    )
+    res = sub.uns["rank_genes_groups"]
+    index = pd.Index(adata.var_names)
+    return {
+        c: pd.DataFrame(
+            {
+                "gene": index.get_indexer(np.asarray(res["names"][c]).astype(str)),
+                "score": np.asarray(res["scores"][c], dtype=np.float64),
+                "log2fc": np.asarray(res["logfoldchanges"][c], dtype=np.float64),
+                "pval_adj": np.asarray(res["pvals_adj"][c], dtype=np.float64),
+            }
+        )
+        for c in conditions
+    }
+
+
+def significant_de_genes(stats: pd.DataFrame, fdr: float = 0.05) -> np.ndarray:
+    """cell-eval's real DE genes: FDR below ``fdr``, ranked by |log2 fold change|.
+
+    ``stats`` is one condition's frame of :func:`de_statistics`; ties keep the t-test order.
+    """
+    sig = stats[stats["pval_adj"] < fdr]
+    order = np.argsort(-np.abs(sig["log2fc"].to_numpy()), kind="stable")
+    return sig["gene"].to_numpy()[order].astype(np.int64)
+
+
 def top_de_genes(
     adata: ad.AnnData,
     conditions: list[str],
@@ -131,31 +195,9 @@ def top_de_genes(
     reference does not depend on the other groups, so only the requested conditions are
     tested.
     """
-    import scanpy as sc
-
-    labels = adata.obs[key].astype(str)
-    keep = labels.isin([CTRL, *conditions]).to_numpy()
-    sub = ad.AnnData(
-        X=adata.X[keep],
-        obs=pd.DataFrame(
-            {"group": pd.Categorical(labels[keep].to_numpy())}, index=adata.obs_names[keep]
-        ),
-        var=pd.DataFrame(index=adata.var_names),
-    )
     n_top = adata.n_vars if n_top is None else min(n_top, adata.n_vars)
-    sc.tl.rank_genes_groups(
-        sub,
-        groupby="group",
-        groups=list(conditions),
-        reference=CTRL,
-        method="t-test",
-        rankby_abs=True,
-        n_genes=n_top,
-        use_raw=False,
-    )
-    names = sub.uns["rank_genes_groups"]["names"]
-    index = pd.Index(adata.var_names)
-    return {c: index.get_indexer(np.asarray(names[c]).astype(str)) for c in conditions}
+    stats = de_statistics(adata, conditions, key=key)
+    return {c: stats[c]["gene"].to_numpy()[:n_top] for c in conditions}
 
 
 def _condition_table(obs: pd.DataFrame) -> pd.DataFrame:
@@ -207,6 +249,25 @@ def _strip_truth(uns: Mapping[str, Any], normalisation: str) -> dict[str, Any]:
     return out
 
 
+def vcc_score(user: Mapping[str, float], base: Mapping[str, float]) -> float:
+    """cell-eval's Virtual Cell Challenge score: mean of the normalised :data:`VCC_METRICS`.
+
+    ``user`` and ``base`` hold the mean ``mae``, ``pds`` and ``de_overlap`` of a method and
+    of the mean baseline (every condition predicted as the mean of the training
+    perturbations' profiles, cell-eval's ``baseline`` built from training data only); each is
+    normalised by :func:`~benchmark.metrics.perturbation_field.normalised_score`. 0: no
+    better than the mean baseline; 1: perfect.
+    """
+    return float(
+        np.mean(
+            [
+                normalised_score(user[m], base[m], higher_is_better=HIGHER_IS_BETTER[m])
+                for m in VCC_METRICS
+            ]
+        )
+    )
+
+
 # ----------------------------------------------------------------------------------------
 # The task
 # ----------------------------------------------------------------------------------------
@@ -227,7 +288,7 @@ class PerturbationTask(Task):
     nan_policy: str = "nan"
 
     name = "perturbation"
-    metrics = CONDITION_METRICS
+    metrics = (*CONDITION_METRICS, *FIELD_METRICS, "vcc_score")
     paper_table = None  # the paper reports these values only in figures (Fig. 3a)
     breakdown = tuple(
         f"{metric}_{group}"
@@ -240,7 +301,7 @@ class PerturbationTask(Task):
             "combo_seen2",
         )
         for metric in ("pearson_delta", "mse")
-    )
+    ) + tuple(f"{metric}_ceiling" for metric in (*CONDITION_METRICS, *FIELD_METRICS))
     required_obs = ("condition",)
     metric_options = ("nan_policy",)
 
@@ -294,13 +355,24 @@ class PerturbationTask(Task):
 
         ctrl_mean = condition_means(data, [CTRL])[0]
         truth_mean = condition_means(data, conditions)
-        ranking = top_de_genes(data, conditions, n_top=None)
+        stats = de_statistics(data, conditions)
+        ranking = {c: stats[c]["gene"].to_numpy() for c in conditions}
         de_idx = {c: ranking[c][:N_DE_GENES] for c in conditions}
         de_idx_non_dropout = {
             c: non_dropout_de(ranking[c], truth_mean[i], ctrl_mean, N_DE_GENES)
             for i, c in enumerate(conditions)
         }
-        return {
+        # Systema's reference: the mean of the training perturbations' mean profiles
+        train_perturbed = [c for c in train_conditions if c != CTRL]
+        if not train_perturbed:
+            raise ValueError("perturbation dataset has no perturbed training conditions")
+        reference = perturbed_centroid(condition_means(data, sorted(train_perturbed)))
+        gene_index = pd.Index(data.var_names.astype(str))
+        target_idx = {
+            c: [int(i) for i in gene_index.get_indexer(list(parse_condition(c))) if i >= 0]
+            for c in conditions
+        }
+        inputs = {
             "args": (train, list(conditions)),
             "conditions": list(conditions),
             "var_names": data.var_names.to_numpy().astype(str),
@@ -312,6 +384,37 @@ class PerturbationTask(Task):
             "n_genes": {c: n_genes(c) for c in conditions},
             "normalisation": how,
             "data": data,
+            "reference": reference,
+            "real_de": {c: significant_de_genes(stats[c]) for c in conditions},
+            "target_idx": target_idx,
+        }
+        inputs["ceiling"] = self._ceiling(inputs)
+        return inputs
+
+    def _ceiling(self, inputs: Mapping[str, Any]) -> dict[str, float]:
+        """Each metric's data ceiling: one half of each test condition's cells scored as the
+        prediction of the other half (cell-eval's technical-duplicate idea).
+
+        The halves are a seeded random split of each condition's cells (fixed seed 0: the
+        ceiling is a property of the data, the same for every method and run).
+        """
+        data = inputs["data"]
+        labels = data.obs["condition"].to_numpy()
+        rng = np.random.default_rng(0)
+        first, second = [], []
+        for condition in inputs["conditions"]:
+            rows = rng.permutation(np.flatnonzero(labels == condition))
+            half = rows.size // 2
+            for part, out in ((rows[:half], first), (rows[half:], second)):
+                out.append(np.asarray(data.X[np.sort(part)].mean(axis=0)).ravel())
+        halves = dict(inputs, truth_mean=np.vstack(second))
+        table = self._score_table(np.vstack(first), halves)
+        return {
+            f"{k}_ceiling": v
+            for k, v in mean_scores(
+                table.to_dict("records"), (*CONDITION_METRICS, *FIELD_METRICS), skip_nan=True
+            ).items()
+            if not k.startswith("n_conditions")
         }
 
     # -- output handling ------------------------------------------------------------------
@@ -373,7 +476,11 @@ class PerturbationTask(Task):
         Undefined Pearson values stay NaN here (so ``per_condition.csv`` shows them); the NaN
         policy applies when they are averaged (:meth:`score`).
         """
-        pred = self.align(output, inputs)
+        return self._score_table(self.align(output, inputs), inputs)
+
+    @staticmethod
+    def _score_table(pred: np.ndarray, inputs: Mapping[str, Any]) -> pd.DataFrame:
+        """The per-condition table of aligned predictions ``(n_conditions, n_genes)``."""
         rows = []
         for i, condition in enumerate(inputs["conditions"]):
             row = {
@@ -391,7 +498,20 @@ class PerturbationTask(Task):
                 )
             )
             rows.append(row)
-        return pd.DataFrame(rows)
+        table = pd.DataFrame(rows)
+        conditions = inputs["conditions"]
+        field = field_scores(
+            pred,
+            inputs["truth_mean"],
+            inputs["ctrl_mean"],
+            inputs["reference"],
+            np.vstack([inputs["de_idx"][c] for c in conditions]),
+            [inputs["real_de"][c] for c in conditions],
+            [inputs["target_idx"][c] for c in conditions],
+        )
+        for metric in FIELD_METRICS:
+            table[metric] = field[metric]
+        return table
 
     def save(self, output: Any, inputs: dict[str, Any], outdir: Path) -> list[Path]:
         """Write ``predictions.h5ad`` (the checked, aligned output) and ``per_condition.csv``."""
@@ -422,18 +542,33 @@ class PerturbationTask(Task):
         del seed
         table = self.per_condition(output, inputs)
         undefined = int(table[list(PEARSON_METRICS)].isna().any(axis=1).sum())
-        rows = [apply_nan_policy(r, self.nan_policy) for r in table.to_dict("records")]
-        scores: dict[str, Any] = mean_scores(rows)
+        undefined_pert = int(table[list(FIELD_PEARSON_METRICS)].isna().any(axis=1).sum())
+        every = (*PEARSON_METRICS, *FIELD_PEARSON_METRICS)
+        rows = [apply_nan_policy(r, self.nan_policy, every) for r in table.to_dict("records")]
+        every_metric = (*CONDITION_METRICS, *FIELD_METRICS)
+        n = len(inputs["conditions"])
+        base_rows = self._score_table(np.tile(inputs["reference"], (n, 1)), inputs).to_dict(
+            "records"
+        )
+        subsets: list[tuple[str, list[int]]] = [("", list(range(n)))]
         for label, k in (("single", 1), ("double", 2)):
-            part = [r for r in rows if r["n_genes"] == k]
-            if part:
-                scores.update(mean_scores(part, suffix=f"_{label}"))
+            subsets.append((f"_{label}", [i for i, r in enumerate(rows) if r["n_genes"] == k]))
         for name in sorted(table["subgroup"].unique()):
-            scores.update(
-                mean_scores([r for r in rows if r["subgroup"] == name], suffix=f"_{name}")
+            subsets.append((f"_{name}", [i for i, r in enumerate(rows) if r["subgroup"] == name]))
+        scores: dict[str, Any] = {}
+        for suffix, idx in subsets:
+            if not idx:
+                continue
+            part = mean_scores([rows[i] for i in idx], every_metric, suffix=suffix)
+            base = mean_scores([base_rows[i] for i in idx], VCC_METRICS)
+            part[f"vcc_score{suffix}"] = vcc_score(
+                {m: part[f"{m}{suffix}"] for m in VCC_METRICS}, base
             )
+            scores.update(part)
+        scores.update(inputs.get("ceiling", {}))
         scores["n_pearson_undefined"] = undefined
         scores["pearson_undefined"] = undefined > 0
+        scores["n_pearson_pert_undefined"] = undefined_pert
         scores["nan_policy"] = self.nan_policy
         return scores
 
