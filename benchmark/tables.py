@@ -91,6 +91,58 @@ def paper_values(table: str) -> pd.DataFrame:
         return pd.read_csv(path)
 
 
+def literature_values(task: str, datasets: Iterable[str] | None = None) -> pd.DataFrame:
+    """Published values of other studies for ``task`` (``benchmark/paper/literature.csv``).
+
+    The critics' numbers (Csendes et al., scPerturBench, PerturBench, Boiarsky et al.), each
+    with its source, its setting and the suite's column that measures the same thing
+    (``ours``, empty when the suite does not compute that metric). ``datasets``: keep only
+    those datasets (the paper configuration's names).
+    """
+    table = paper_values("literature.csv")
+    table = table[table["task"] == task]
+    if datasets is not None:
+        table = table[table["dataset"].isin(list(datasets))]
+    return table.reset_index(drop=True)
+
+
+def literature_markdown(literature: pd.DataFrame, table: pd.DataFrame) -> list[str]:
+    """A Markdown section: each published value beside the suite's on the same dataset.
+
+    The suite's value is the measured mean of ``ours`` for the row whose method label is the
+    study's method (``label``); ``—`` when the suite does not run that method or metric.
+    """
+    if literature.empty:
+        return []
+    lines = [
+        "## Published elsewhere, beside ours",
+        "",
+        "Values of later studies on the paper's datasets (`benchmark/paper/literature.csv`); "
+        "their settings differ from ours where the setting column says so.",
+        "",
+        "| dataset | method | metric | published | ours | setting | source |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _, row in literature.iterrows():
+        ours = math.nan
+        column = row.get("ours")
+        if isinstance(column, str) and column in table and isinstance(row.get("label"), str):
+            match = table[(table["dataset"] == row["dataset"]) & (table["label"] == row["label"])]
+            if not match.empty:
+                ours = float(match[column].iloc[0])
+        cells = [
+            str(row["dataset"]),
+            str(row["method"]),
+            str(row["metric"]),
+            f"{float(row['value']):.4g}",
+            "—" if math.isnan(ours) else f"{ours:.3f}",
+            str(row["setting"]),
+            str(row["source"]),
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return lines
+
+
 def aggregate(runs: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     """Mean and SE of each metric per (dataset, method) over successful seeds.
 
@@ -297,12 +349,15 @@ def write_task_table(
     paper_table: str | None = None,
     breakdown: Sequence[str] = (),
     budget_limited: Mapping[str, str] | None = None,
+    task: str | None = None,
 ) -> pd.DataFrame:
     """Collect runs, aggregate over seeds, add the paper's values and write CSV + Markdown.
 
     ``breakdown``: further metrics, aggregated the same way and shown in a second table.
     ``budget_limited``: method -> why its budget is short (the config's
     ``tasks.<task>.budget_limited``): a ``budget_limited`` column and a marked row.
+    ``task``: the task's name; other studies' published values on the table's datasets
+    (:func:`literature_values`) follow in a last section.
     """
     runs = collect_runs(run_files)
     every = [*metrics, *(m for m in breakdown if m not in metrics)]
@@ -311,5 +366,10 @@ def write_task_table(
     table = mark_budget_limited(table, budget_limited or {})
     write_csv(table, out_csv, index=False)
     notes = metric_definitions(runs) + budget_notes(table)
-    write_text(to_markdown(table, metrics, title, breakdown, notes=notes), out_md)
+    text = to_markdown(table, metrics, title, breakdown, notes=notes)
+    if task is not None:
+        section = literature_markdown(literature_values(task, table["dataset"]), table)
+        if section:
+            text += "\n" + "\n".join(section) + "\n"
+    write_text(text, out_md)
     return table

@@ -300,7 +300,7 @@ class PerturbationTask(Task):
             "combo_seen1",
             "combo_seen2",
         )
-        for metric in ("pearson_delta", "mse")
+        for metric in ("pearson_delta", "mse", "rank")
     ) + tuple(f"{metric}_ceiling" for metric in (*CONDITION_METRICS, *FIELD_METRICS))
     required_obs = ("condition",)
     metric_options = ("nan_policy",)

@@ -16,4 +16,5 @@ with job_logging(snakemake.log[0]):
         budget_limited=snakemake.params.budget_limited,
         paper_table=task.paper_table,
         breakdown=task.breakdown,
+        task=task.name,
     )
