@@ -27,6 +27,11 @@ include: "workflow/rules/tasks.smk"
 include: "workflow/rules/report.smk"
 
 
+# The report's landing page: the claim ledger and the per-task heat maps (shown when the report
+# is built with --report-metadata, as scripts/report.sh does; otherwise the job graph).
+report: "workflow/report/workflow.rst"
+
+
 rule all:
     input:
         all_targets(),

@@ -405,6 +405,8 @@ class WorkflowPlan:
         targets += [
             f"{self.results_dir}/claims.csv",
             f"{self.results_dir}/claims.md",
+            f"{self.results_dir}/report/overview.html",
+            *(f"{self.results_dir}/report/tasks/{task}.html" for task in self.tasks),
             f"{self.results_dir}/report/paper_comparison.html",
             f"{self.results_dir}/report/provenance.html",
         ]

@@ -70,6 +70,40 @@ rule claims:
         "../scripts/claims.py"
 
 
+# The report's landing page (the ledger, one heat map per task; its body is included by
+# workflow/report/workflow.rst) and one page per task (compact table, differences coloured).
+rule report_overview:
+    input:
+        tables=lambda wc: [f"{RESULTS}/tables/{task}.csv" for task in PLAN.tasks],
+        claims=f"{RESULTS}/claims.csv",
+    output:
+        # Not a report() item: the report's landing page already includes it (the fragment).
+        page=f"{RESULTS}/report/overview.html",
+        fragment=f"{RESULTS}/report/overview_fragment.html",
+    params:
+        tasks=lambda wc: list(PLAN.tasks),
+    log:
+        f"{LOGS}/report/overview.log",
+    script:
+        "../scripts/report_overview.py"
+
+
+rule task_page:
+    input:
+        table=f"{RESULTS}/tables/{{task}}.csv",
+    output:
+        report(
+            f"{RESULTS}/report/tasks/{{task}}.html",
+            caption="../report/task_page.rst",
+            category="2. Task pages",
+            labels={"task": "{task}"},
+        ),
+    log:
+        f"{LOGS}/report/task_{{task}}.log",
+    script:
+        "../scripts/report_overview.py"
+
+
 rule report_pages:
     input:
         tables=lambda wc: [f"{RESULTS}/tables/{task}.csv" for task in PLAN.tasks],
