@@ -9,6 +9,14 @@ differentially expressed (DE) genes, overall, for single and double perturbation
 per GEARS subgroup (``single_unseen``, ``combo_seen0/1/2``: how many of a condition's genes
 were perturbed in training).
 
+Beside the paper's metrics, the field's since (:mod:`benchmark.metrics.perturbation_field`):
+Systema's Pearson-delta against the perturbed centroid (the mean of the training
+perturbations' profiles) and centroid accuracy, cell-eval's PDS, DE overlap and VCC score (mae,
+PDS and DE overlap normalised against the mean baseline, which predicts that centroid for
+every condition), PerturBench's rank; and for every metric a data ceiling
+(``<metric>_ceiling``): one half of each test condition's cells scored as the prediction of the
+other half.
+
 Method contract: ``f(train, conditions, *, seed, **params) -> AnnData`` with one row per
 requested condition (``obs_names`` = the conditions), ``var_names`` = ``train.var_names`` and
 log-normalised mean expression in ``X``.
