@@ -66,22 +66,34 @@ def shared_modalities(adata: ad.AnnData) -> list[str]:
 
 
 def _modality_pcs(
-    adata: ad.AnnData, modality: str, *, n_comps: int, seed: int, what: str
+    adata: ad.AnnData,
+    modality: str,
+    *,
+    n_comps: int,
+    seed: int,
+    what: str,
+    scale_lsi: bool = True,
 ) -> np.ndarray:
-    """PCs of one modality's normalised block (LSI components 2.. for ATAC, as Signac)."""
+    """PCs of one modality's normalised block (LSI components 2.. for ATAC, as Signac).
+
+    ``scale_lsi`` False keeps the LSI components' own variances (see :func:`lsi_embedding`).
+    """
     matrix = modality_matrix(adata, modality, what)
     if modality == "atac":
-        return lsi_embedding(matrix, n_comps=n_comps, seed=seed)
+        return lsi_embedding(matrix, n_comps=n_comps, seed=seed, scale_embeddings=scale_lsi)
     if modality == "protein":  # few features: z-score densely (Seurat's ScaleData + RunPCA)
         return pca_embedding(matrix.toarray(), n_comps=n_comps, seed=seed, scale=True)
     return pca_embedding(matrix, n_comps=n_comps, seed=seed)
 
 
-def lsi_embedding(tfidf: sp.spmatrix, *, n_comps: int, seed: int) -> np.ndarray:
+def lsi_embedding(
+    tfidf: sp.spmatrix, *, n_comps: int, seed: int, scale_embeddings: bool = True
+) -> np.ndarray:
     """Signac's LSI of a TF-IDF matrix: truncated SVD, first component dropped (depth).
 
-    Returns ``n_cells x (n_comps - 1)`` components scaled by their singular values, each
-    cell's vector centred and scaled to unit SD as Signac's ``RunSVD`` (scale.embeddings).
+    Returns ``n_cells x (n_comps - 1)`` components scaled by their singular values and
+    centred; with ``scale_embeddings`` (Signac's ``RunSVD`` default) each component is then
+    scaled to unit SD, which gives every component, noise included, the same weight.
     """
     from sklearn.decomposition import TruncatedSVD
 
@@ -89,6 +101,8 @@ def lsi_embedding(tfidf: sp.spmatrix, *, n_comps: int, seed: int) -> np.ndarray:
     svd = TruncatedSVD(n_components=n_comps, algorithm="arpack", random_state=seed)
     components = svd.fit_transform(sp.csr_matrix(tfidf, dtype=np.float64))[:, 1:]
     components = components - components.mean(axis=0)
+    if not scale_embeddings:
+        return np.asarray(components, dtype=np.float32)
     sd = components.std(axis=0)
     return np.asarray(components / np.where(sd > 0, sd, 1.0), dtype=np.float32)
 
@@ -205,7 +219,12 @@ def pca_concat(adata: ad.AnnData, *, seed: int, n_comps: int = 30) -> np.ndarray
     """Per-modality components side by side, each block scaled to unit mean cell norm.
 
     A naive joint embedding (no weighting, no batch correction): RNA PCA, protein PCA of
-    z-scored CLR values, ATAC LSI, each with ``n_comps`` components.
+    z-scored CLR values, ATAC LSI, each with ``n_comps`` components. Every block keeps its
+    components' own variances, as PCA scores do: the ATAC block is LSI without Signac's
+    per-component unit-SD scaling. With that scaling the ~27 noise components weigh as much
+    as the few that carry chromatin-only differences, and on ``sim_multiome_atac`` (1,000
+    cells) the concatenation clustered exactly as RNA alone (Louvain NMI 0.942 both; 1.000
+    unscaled).
 
     Parameters
     ----------
@@ -230,7 +249,9 @@ def pca_concat(adata: ad.AnnData, *, seed: int, n_comps: int = 30) -> np.ndarray
         )
     blocks = []
     for modality in present:
-        block = _modality_pcs(adata, modality, n_comps=n_comps, seed=seed, what="pca_concat")
+        block = _modality_pcs(
+            adata, modality, n_comps=n_comps, seed=seed, what="pca_concat", scale_lsi=False
+        )
         norm = float(np.linalg.norm(block, axis=1).mean())
         blocks.append(block / (norm if norm > 0 else 1.0))
     return np.hstack(blocks).astype(np.float32)
