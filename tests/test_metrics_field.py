@@ -131,6 +131,7 @@ def test_normalised_score() -> None:
     assert pf.normalised_score(0.5, 0.6, higher_is_better=True) == 0.0  # clipped
     assert pf.normalised_score(0.1, 0.2, higher_is_better=False) == pytest.approx(0.5)
     assert pf.normalised_score(0.0, 0.0, higher_is_better=False) == 0.0  # 0/0 -> 0
+    assert math.isnan(pf.normalised_score(math.nan, 0.2, higher_is_better=True))  # undefined
 
 
 def test_bad_input_is_refused() -> None:
@@ -217,3 +218,15 @@ def test_linear_scgpt_uses_the_checkpoint_embeddings(inputs: dict[str, Any], tmp
     other = random_checkpoint(tmp_path / "none", ["NOT_A_GENE"], seed=0)
     with pytest.raises(ValueError, match="none of the"):
         linear_scgpt(train, conditions, seed=0, checkpoint=other)
+
+
+def test_undefined_field_scores_say_why() -> None:
+    import pandas as pd
+
+    from benchmark.tasks.perturbation import PerturbationTask
+
+    one = pd.DataFrame({"de_overlap": [math.nan]})
+    reasons = PerturbationTask._undefined_reasons(one)
+    assert set(reasons) == {"centroid_accuracy", "pds", "rank", "de_overlap", "vcc_score"}
+    assert "without a significant DE gene" in reasons["de_overlap"]
+    assert PerturbationTask._undefined_reasons(pd.DataFrame({"de_overlap": [0.5, 0.2]})) == {}

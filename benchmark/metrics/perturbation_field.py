@@ -336,8 +336,11 @@ def normalised_score(user: float, base: float, *, higher_is_better: bool) -> flo
 
     ``(user - base) / (1 - base)`` when the best value is 1, ``1 - user / base`` when it is
     0; an undefined result (NaN, e.g. 0/0) becomes 0 and the score is clipped below at 0, as
-    cell-eval does (so 0 = no better than the baseline, 1 = perfect).
+    cell-eval does (so 0 = no better than the baseline, 1 = perfect). An undefined input
+    (NaN ``user`` or ``base``) gives NaN: it is not scored as 0.
     """
+    if np.isnan(user) or np.isnan(base):
+        return float("nan")
     with np.errstate(invalid="ignore", divide="ignore"):
         u, b = np.float64(user), np.float64(base)
         value = (u - b) / (1.0 - b) if higher_is_better else 1.0 - u / b

@@ -574,11 +574,30 @@ class PerturbationTask(Task):
             )
             scores.update(part)
         scores.update(inputs.get("ceiling", {}))
+        reasons = self._undefined_reasons(table)
+        if reasons:
+            scores["undefined"] = reasons
         scores["n_pearson_undefined"] = undefined
         scores["pearson_undefined"] = undefined > 0
         scores["n_pearson_pert_undefined"] = undefined_pert
         scores["nan_policy"] = self.nan_policy
         return scores
+
+    @staticmethod
+    def _undefined_reasons(table: pd.DataFrame) -> dict[str, str]:
+        """``{score: reason}`` for the field metrics the data leave undefined (NaN)."""
+        reasons: dict[str, str] = {}
+        if len(table) < 2:
+            for metric in ("centroid_accuracy", "pds", "rank"):
+                reasons[metric] = "one test condition: no other condition to tell it apart from"
+        no_de = int(table["de_overlap"].isna().sum())
+        if no_de:
+            reasons["de_overlap"] = (
+                f"{no_de} test condition(s) without a significant DE gene (FDR < 0.05)"
+            )
+        if any(m in reasons for m in VCC_METRICS):
+            reasons["vcc_score"] = "a metric it averages is undefined"
+        return reasons
 
     # -- figures ----------------------------------------------------------------------------
 
