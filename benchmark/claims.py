@@ -197,14 +197,16 @@ def measure(
             method, math.nan, math.nan, 0, f"{method} not run on {dataset}", method=method
         )
     row = rows.iloc[0]
-    label = str(row.get("label", method))
+    full = row.get("full_budget") is True or row.get("full_budget") == 1
+    label = str(row.get("label", method)) + (" [full budget]" if full else "")
     mean = float(row[metric]) if metric in row and not pd.isna(row[metric]) else math.nan
     se_value = row.get(f"{metric}_se", math.nan)
     se = float(se_value) if not pd.isna(se_value) else math.nan
     n_seeds = int(row.get("n_seeds", 0) or 0)
     status = str(row.get("status", "ok"))
     problem = None
-    budget = budget_limited.get(method)
+    # The config's marks describe the short-budget run, not the full-budget target's rows.
+    budget = None if full else budget_limited.get(method)
     if budget is None and isinstance(row.get("budget_limited"), str) and row["budget_limited"]:
         budget = row["budget_limited"]
     if status == "failed":
@@ -446,6 +448,20 @@ def data_kind(entry: Any, paper_datasets: set[str]) -> str:
     return "real data (not the paper's)"
 
 
+def with_full_budget(table: pd.DataFrame, full: pd.DataFrame | None) -> pd.DataFrame:
+    """``table`` with its (dataset, method) rows replaced by the full-budget target's, if any.
+
+    Replaced rows carry ``full_budget = True``: the ledger names them and does not apply the
+    short-budget marks of the config to them (issue 27's full-budget target).
+    """
+    table = table.assign(full_budget=False)
+    if full is None or full.empty:
+        return table
+    keys = set(zip(full["dataset"], full["method"], strict=True))
+    kept = [(d, m) not in keys for d, m in zip(table["dataset"], table["method"], strict=True)]
+    return pd.concat([table[kept], full.assign(full_budget=True)], ignore_index=True)
+
+
 def paper_datasets() -> set[str]:
     """Datasets that the paper's tables (``benchmark/paper/*.csv`` of every task) report."""
     from benchmark.tasks import available_tasks, get_task
@@ -472,6 +488,7 @@ def build_ledger(
     budget_limited: Mapping[str, Mapping[str, str]] | None = None,
     data_kinds: Mapping[str, str] | None = None,
     transfer_csv: str | os.PathLike[str] | None = None,
+    full_budget: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> pd.DataFrame:
     """Every claim judged on the run's tables: columns :data:`LEDGER_COLUMNS`.
 
@@ -487,6 +504,9 @@ def build_ledger(
         Dataset -> :func:`data_kind`.
     transfer_csv
         The transfer series' table, when that target has run.
+    full_budget
+        Task -> the full-budget target's table (read when it exists): its rows replace the
+        same (dataset, method) rows of ``tables`` (:func:`with_full_budget`).
     """
     from benchmark.tasks import get_task
 
@@ -501,6 +521,9 @@ def build_ledger(
             rows += judge_increases(claim, transfer, settings)
             continue
         table = pd.read_csv(tables[claim.task]) if claim.task in tables else None
+        full = (full_budget or {}).get(claim.task)
+        if table is not None and full is not None and Path(full).exists():
+            table = with_full_budget(table, pd.read_csv(full))
         paper_table = get_task(claim.task).paper_table
         rows += judge_beats(
             claim,

@@ -39,11 +39,13 @@ def ledger_for_config(configfile: str | Path) -> pd.DataFrame:
     if missing:
         raise FileNotFoundError(f"{configfile}: task tables missing (run the workflow): {missing}")
     transfer = Path(plan.results_dir) / "tables" / "transfer.csv"
+    full = Path(plan.results_dir) / "full_budget" / "tables"  # as the rule claims reads it
     return build_ledger(
         tables,
         budget_limited={task: plan.budget_limited(task) for task in plan.tasks},
         data_kinds=plan.data_kinds(),
         transfer_csv=transfer if transfer.exists() else None,
+        full_budget={task: full / f"{task}.csv" for task in plan.tasks},
     )
 
 

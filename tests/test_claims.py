@@ -336,3 +336,20 @@ def test_readme_block_is_the_committed_ledgers():
 def test_replace_readme_block_needs_the_markers():
     with pytest.raises(ValueError, match="markers"):
         replace_readme_block("no markers here", "x")
+
+
+def test_full_budget_rows_replace_the_short_budget_ones(tmp_path):
+    short = _table(
+        "sim", {"scgpt": (0.3, math.nan, 1), "tosica": (0.6, 0.01, 3), "scbert": (0.5, 0.01, 3)}
+    )
+    full = _table("sim", {"scgpt": (0.9, 0.005, 3)})
+    short.to_csv(tmp_path / "annotation.csv", index=False)
+    full.to_csv(tmp_path / "full.csv", index=False)
+    limited = {"annotation": {"scgpt": "2 epochs"}}
+    without = build_ledger({"annotation": tmp_path / "annotation.csv"}, claims=[CLAIM],
+                           settings=SETTINGS, budget_limited=limited)  # fmt: skip
+    assert without["verdict"].tolist() == ["not comparable"]
+    ledger = build_ledger({"annotation": tmp_path / "annotation.csv"}, claims=[CLAIM], settings=SETTINGS,
+                          budget_limited=limited, full_budget={"annotation": tmp_path / "full.csv"})  # fmt: skip
+    assert ledger["verdict"].tolist() == ["direction holds"]
+    assert "scGPT [full budget] 0.900 ± 0.005 (3 seeds)" in ledger["measured"].iloc[0]

@@ -64,6 +64,8 @@ rule claims:
         budget_limited=lambda wc: {task: PLAN.budget_limited(task) for task in PLAN.tasks},
         data_kinds=lambda wc: PLAN.data_kinds(),
         transfer=f"{RESULTS}/tables/transfer.csv",
+        # Where the full-budget target (issue 27) writes its tables; read when present.
+        full_budget=f"{RESULTS}/full_budget/tables",
     log:
         f"{LOGS}/claims.log",
     script:

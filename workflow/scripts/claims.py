@@ -15,5 +15,7 @@ with job_logging(snakemake.log[0]):
         data_kinds=snakemake.params.data_kinds,
         # The transfer series is its own target (not part of `all`): read when it has run.
         transfer_csv=transfer if Path(transfer).exists() else None,
+        # Rows of the full-budget target (issue 27), where it has run, replace the demo's.
+        full_budget={task: Path(snakemake.params.full_budget) / f"{task}.csv" for task in tables},
     )
     write_ledger(ledger, snakemake.output.csv, snakemake.output.md)
