@@ -37,6 +37,8 @@ VERDICTS = ("reproduced", "direction holds", "not reproduced", "not comparable")
 """Every verdict the ledger gives, in the order the counts are reported."""
 
 RULES = ("beats", "increases")
+FULL_BUDGET = " [full budget]"
+"""Appended to the label of a row taken from the full-budget target's tables."""
 LEDGER_COLUMNS = [
     "id", "claim", "source", "by", "published", "dataset", "data", "metric", "measured",
     "verdict", "why", "rule",
@@ -44,7 +46,7 @@ LEDGER_COLUMNS = [
 
 _CLAIM_KEYS = {
     "id", "claim", "source", "by", "published", "rule", "task", "metric", "better", "than",
-    "datasets", "higher_is_better", "or_ties", "paper_numbers", "note", "series",
+    "datasets", "higher_is_better", "or_ties", "paper_numbers", "literature", "note", "series",
     "transfer_task",
 }  # fmt: skip
 _REQUIRED = ("id", "claim", "source", "by", "published", "rule", "task", "metric")
@@ -87,6 +89,7 @@ class Claim:
     higher_is_better: bool = True
     or_ties: bool = False
     paper_numbers: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    literature: str = ""
     note: str = ""
     series: str = ""
     transfer_task: str = ""
@@ -198,7 +201,7 @@ def measure(
         )
     row = rows.iloc[0]
     full = row.get("full_budget") is True or row.get("full_budget") == 1
-    label = str(row.get("label", method)) + (" [full budget]" if full else "")
+    label = str(row.get("label", method)) + (FULL_BUDGET if full else "")
     mean = float(row[metric]) if metric in row and not pd.isna(row[metric]) else math.nan
     se_value = row.get(f"{metric}_se", math.nan)
     se = float(se_value) if not pd.isna(se_value) else math.nan
@@ -215,7 +218,7 @@ def measure(
     elif budget:
         problem = f"budget-limited: {label} ({budget})"
     elif metric not in row:
-        problem = f"{metric} is not a column of the {dataset} table"
+        problem = f"{metric} is not in the table (not computed by this run)"
     elif math.isnan(mean):
         why = row.get("undefined")
         problem = f"{label}: {metric} undefined" + (f" ({why})" if isinstance(why, str) else "")
@@ -339,11 +342,21 @@ def _published(
     """Published values of the compared rows on ``dataset`` (the claim's, then the paper table's)."""
     found: list[tuple[Measure, float]] = []
     numbers = claim.paper_numbers.get(dataset, {})
+    if claim.literature:
+        # A critic's numbers: benchmark/paper/literature.csv rows of that study, on the suite's
+        # column (`ours`), matched on the method's label.
+        lit = paper_values("literature.csv")
+        paper = lit[
+            (lit["task"] == claim.task)
+            & (lit["ours"] == claim.metric)
+            & lit["source"].str.contains(claim.literature, regex=False)
+        ].rename(columns={"value": claim.metric, "method": "study_method", "label": "method"})
     for m in measures:
+        label = m.label.removesuffix(FULL_BUDGET)
         if m.method in numbers:
             found.append((m, float(numbers[m.method])))
         elif paper is not None and claim.metric in paper:
-            hit = paper[(paper["dataset"] == dataset) & (paper["method"] == m.label)]
+            hit = paper[(paper["dataset"] == dataset) & (paper["method"] == label)]
             if len(hit) and not pd.isna(hit[claim.metric].iloc[0]):
                 found.append((m, float(hit[claim.metric].iloc[0])))
     return found

@@ -40,7 +40,7 @@ CLAIM = Claim(
     better="scgpt",
     than=("tosica", "scbert"),
 )
-LABELS = {"scgpt": "scGPT", "tosica": "TOSICA", "scbert": "scBERT", "logreg": "LR"}
+LABELS = {"scgpt": "scGPT", "tosica": "TOSICA", "scbert": "scBERT", "logreg": "Logistic regression"}
 
 
 def _table(dataset: str, values: dict[str, tuple], **extra: dict) -> pd.DataFrame:
@@ -353,3 +353,15 @@ def test_full_budget_rows_replace_the_short_budget_ones(tmp_path):
                           budget_limited=limited, full_budget={"annotation": tmp_path / "full.csv"})  # fmt: skip
     assert ledger["verdict"].tolist() == ["direction holds"]
     assert "scGPT [full budget] 0.900 ± 0.005 (3 seeds)" in ledger["measured"].iloc[0]
+
+
+def test_a_critics_numbers_come_from_the_literature_table():
+    # Boiarsky et al. on MS (benchmark/paper/literature.csv): LR macro F1 0.642, scGPT 0.720.
+    claim = Claim(**{**CLAIM.__dict__, "better": "logreg", "than": ("scgpt",), "or_ties": True,
+                     "literature": "Boiarsky"})  # fmt: skip
+    clear_loss = _table("ms", {"logreg": (0.65, 0.01, 3), "scgpt": (0.72, 0.01, 3)})
+    row = _one(judge_beats(claim, clear_loss, SETTINGS, paper=PAPER))
+    assert row["verdict"] == "not reproduced"  # -0.07 beyond the margin 2 x hypot(0.01, 0.01)
+    tie = _table("ms", {"logreg": (0.65, 0.02, 3), "scgpt": (0.69, 0.02, 3)})
+    row = _one(judge_beats(claim, tie, SETTINGS, paper=PAPER))
+    assert row["verdict"] == "reproduced" and "within 0.05 of the published values" in row["why"]
