@@ -357,6 +357,11 @@ def main(argv: list[str] | None = None) -> None:
         "--max-budget", type=int, default=None, help="skip points above this many epochs"
     )
     parser.add_argument("--list", action="store_true", help="print the planned points and stop")
+    parser.add_argument(
+        "--drop-failed",
+        action="store_true",
+        help="forget failed points (e.g. runs interrupted by hand), rewrite the table and stop",
+    )
     args = parser.parse_args(argv)
 
     from benchmark.workflow import WorkflowPlan
@@ -366,6 +371,16 @@ def main(argv: list[str] | None = None) -> None:
     json_path = args.out_dir / "learning_curves.json"
     stored = read_json(json_path) if json_path.is_file() else {"points": []}
     points = {p["key"]: p for p in stored["points"]}
+    if args.drop_failed:
+        stored["points"] = [p for p in points.values() if p["status"] == "ok"]
+        write_json(stored, json_path)
+        points = {p["key"]: p for p in stored["points"]}
+        write_text(
+            summary_markdown(points, stored.get("commands", [])),
+            args.out_dir / "learning_curves.md",
+        )
+        write_figure(points, args.out_dir / "learning_curves.png")
+        return
     command = " ".join(
         ["nice -n 19 .venv/bin/python benchmarks/learning_curves.py"]
         + (sys.argv[1:] if argv is None else argv)

@@ -13,10 +13,10 @@ def test_full_plan_is_exactly_full_yaml(tmp_path):
     assert plan["jobs"] == _expected_jobs(full)
     assert (
         plan["config"]["results_dir"]
-        == "results/full"
+        == "results/full_budget"
         != _yaml("config/config.yaml").get("results_dir", "results")
     )
-    assert "results/full/tables/multiomics.md" in plan["targets"]
+    assert "results/full_budget/tables/multiomics.csv" in plan["targets"]
     assert sorted({seed for *_, seed in plan["jobs"]}) == [0, 1, 2]
 
 
