@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.claims import build_ledger, readme_block, replace_readme_block, write_ledger
+from benchmark.claims import build_ledger
+from benchmark.claims_text import readme_block, replace_readme_block, write_ledger
 from benchmark.io import write_text
 from benchmark.yamlfile import load_yaml
 

@@ -17,12 +17,10 @@ from benchmark.claims import (
     build_ledger,
     judge_beats,
     judge_increases,
-    ledger_markdown,
     load_claims,
-    readme_block,
-    replace_readme_block,
     verdict_counts,
 )
+from benchmark.claims_text import ledger_markdown, readme_block, replace_readme_block
 from benchmark.tables import paper_values
 from benchmark.workflow import ConfigError, WorkflowPlan
 

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from benchmark.claims import build_ledger, write_ledger
+from benchmark.claims import build_ledger
+from benchmark.claims_text import write_ledger
 from benchmark.logs import job_logging
 
 snakemake = globals()["snakemake"]
