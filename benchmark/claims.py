@@ -446,17 +446,26 @@ def data_kind(entry: Any, paper_datasets: set[str]) -> str:
     ----------
     entry
         Its registry entry (:class:`benchmark.datasets.DatasetEntry`: ``name``, ``kind``,
-        ``builder``).
+        ``builder``, ``files``).
     paper_datasets
-        Datasets of the paper's tables.
+        The paper's datasets (:func:`paper_datasets`).
+
+    Returns
+    -------
+    ``"paper data"``, ``"simulated demo, ground truth known"``, ``"real data, demo subset"``
+    (scanpy's PBMC, or files committed with the project rather than downloaded) or
+    ``"real data (not the paper's)"``.
     """
     if entry.name in paper_datasets:
         return "paper data"
-    builder = str(getattr(entry, "builder", "") or "")
     if entry.kind == "builtin":
-        if builder.startswith("benchmark.simulate"):
+        if str(getattr(entry, "builder", "") or "").startswith("benchmark.simulate"):
             return "simulated demo, ground truth known"
-        return "real demo subset"
+        return "real data, demo subset"
+    files = tuple(getattr(entry, "files", ()) or ())
+    local = [getattr(f, "path", None) and not getattr(f, "url", None) for f in files]
+    if files and all(local):
+        return "real data, demo subset"
     return "real data (not the paper's)"
 
 
@@ -475,14 +484,20 @@ def with_full_budget(table: pd.DataFrame, full: pd.DataFrame | None) -> pd.DataF
 
 
 def paper_datasets() -> set[str]:
-    """Datasets that the paper's tables (``benchmark/paper/*.csv`` of every task) report."""
+    """The paper's datasets: those of its tables and of later studies on them
+    (``benchmark/paper/*.csv``) and those the paper configuration runs (``config/paper.yaml``).
+    """
     from benchmark.tasks import available_tasks, get_task
 
-    names: set[str] = set()
+    names: set[str] = set(paper_values("literature.csv")["dataset"])
     for task in available_tasks():
         table = get_task(task).paper_table
         if table:
             names |= set(paper_values(table)["dataset"])
+    paper_config = Path(__file__).resolve().parents[1] / "config" / "paper.yaml"
+    if paper_config.exists():  # a source checkout; an installed package has the tables only
+        for section in (load_yaml(paper_config).get("tasks") or {}).values():
+            names |= set(section.get("datasets") or ())
     return names
 
 

@@ -363,3 +363,23 @@ def test_a_critics_numbers_come_from_the_literature_table():
     tie = _table("ms", {"logreg": (0.65, 0.02, 3), "scgpt": (0.69, 0.02, 3)})
     row = _one(judge_beats(claim, tie, SETTINGS, paper=PAPER))
     assert row["verdict"] == "reproduced" and "within 0.05 of the published values" in row["why"]
+
+
+def test_data_kind_names_paper_simulated_and_real_subsets():
+    from types import SimpleNamespace as Entry
+
+    from benchmark.claims import data_kind, paper_datasets
+
+    published = paper_datasets()
+    assert {"ms", "norman", "adamson", "covid19"} <= published
+    local = Entry(path="../benchmark/data/real/x.h5ad", url=None)
+    remote = Entry(path=None, url="https://example.org/x.h5ad")
+    cases = [
+        (Entry(name="ms", kind="dataset", files=(remote,)), "paper data"),
+        (Entry(name="sim_x", kind="builtin", builder="benchmark.simulate:simulate_celltypes"), "simulated demo, ground truth known"),
+        (Entry(name="pbmc_demo", kind="builtin", builder="benchmark.sources.demo:pbmc_demo"), "real data, demo subset"),
+        (Entry(name="norman_real", kind="dataset", files=(local,)), "real data, demo subset"),
+        (Entry(name="mine", kind="dataset", files=(remote,)), "real data (not the paper's)"),
+    ]  # fmt: skip
+    for entry, kind in cases:
+        assert data_kind(entry, published) == kind, entry.name
