@@ -28,8 +28,11 @@ include: "workflow/rules/report.smk"
 
 
 # The report's landing page: the claim ledger and the per-task heat maps (shown when the report
-# is built with --report-metadata, as scripts/report.sh does; otherwise the job graph).
-report: "workflow/report/workflow.rst"
+# is built with --report-metadata, as scripts/report.sh does; otherwise the job graph). It
+# includes the run's overview fragment: before that exists (a partial run) the report has none.
+if Path(f"{PLAN.results_dir}/report/overview_fragment.html").exists():
+
+    report: "workflow/report/workflow.rst"
 
 
 rule all:
