@@ -116,6 +116,7 @@ def scgpt_perturbation(
         )
     model, vocab = load_model(checkpoint, pretrained=pretrained, seed=seed)
     vocabulary_mask(train.var_names, vocab, what="perturbation", checkpoint=checkpoint)
+    _warn_unmarkable(train, conditions)
     result = train_perturbation_model(
         model,
         train,
@@ -159,3 +160,28 @@ def scgpt_perturbation(
         obs=pd.DataFrame(index=pd.Index([str(c) for c in conditions], name="condition")),
         var=pd.DataFrame(index=train.var_names.copy()),
     )
+
+
+def _warn_unmarkable(train: ad.AnnData, conditions: list[str]) -> None:
+    """Warn (copied into run.json) when perturbed genes are not among the data's genes.
+
+    The model marks a perturbation with a flag on the perturbed gene's token; a gene the data
+    does not measure has no token, so the conditions it is in are predicted from control cells
+    alone (PerturBench's 500-gene Norman subset holds 1 of its 31 perturbed genes).
+    """
+    from contract.conditions import parse_condition
+
+    genes = set(train.var_names.astype(str))
+    asked = set(train.obs[CONDITION_KEY].astype(str)) | {str(c) for c in conditions}
+    perturbed = {g for c in asked for g in parse_condition(c, control=CONTROL)}
+    missing = sorted(perturbed - genes)
+    if missing:
+        log.warning(
+            "scGPT perturbation: %d of the %d perturbed genes are not among the %d genes of the "
+            "data (e.g. %s): their perturbation cannot be marked, so the conditions they are in "
+            "are predicted from control cells alone",
+            len(missing),
+            len(perturbed),
+            len(genes),
+            ", ".join(missing[:5]),
+        )

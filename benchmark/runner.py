@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from benchmark.coverage import vocabulary_coverage
 from benchmark.failed_datasets import FailedDatasetError, check_standard_file
 from benchmark.io import DiskFullError, disk_full_error, free_space, is_disk_full, write_json
 from benchmark.tasks import get_task
@@ -249,6 +250,9 @@ def run_method(
             if checkpoint is None:
                 raise ValueError(f"method {method!r} needs a scGPT checkpoint; none was given")
             call_params["checkpoint"] = str(checkpoint)
+            # What the model could read of these genes: its own vocabulary and the released
+            # models' (a demo checkpoint pre-trained on simulated genes knows few real ones).
+            record["vocabulary"] = vocabulary_coverage(adata, checkpoint)
         seed_everything(seed)
         lap("setup")
         method_start = time.perf_counter()

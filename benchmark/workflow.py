@@ -130,10 +130,13 @@ class WorkflowPlan:
             Naming the config key and the value that is wrong, with what was expected.
         """
         registry_path = config.get("registry", "config/datasets.yaml")
-        try:
-            registry = load_registry(registry_path)
-        except FileNotFoundError as err:
-            raise ConfigError(f"config registry: {registry_path} does not exist") from err
+        added = list(config.get("registries") or [])
+        for key, path in [("registry", registry_path), *(("registries", p) for p in added)]:
+            if not Path(path).is_file():
+                raise ConfigError(f"config {key}: {path} does not exist")
+        registry = load_registry(registry_path, extra=added)
+        if added:
+            registry_path = ", ".join([registry_path, *added])
         tasks = tuple(config["tasks"])
         _check_dataset_params(config, registry, registry_path)
         jobs: list[Job] = []
@@ -178,6 +181,7 @@ class WorkflowPlan:
                 _check_downloads(params, f"tasks.{task}.methods.{method}", registry)
                 if spec.needs_checkpoint:
                     checkpoint_methods.add((task, method))
+            _check_dataset_params_of_task(task, section)
             only = _method_datasets(task, section)
             _check_budget_limited(task, section)
             for dataset, method, seed in itertools.product(
@@ -245,16 +249,21 @@ class WorkflowPlan:
         """Whether the method consumes the scGPT checkpoint."""
         return (task, method) in self._checkpoint_methods
 
-    def method_params(self, task: str, method: str) -> dict[str, Any]:
+    def method_params(self, task: str, method: str, dataset: str | None = None) -> dict[str, Any]:
         """The config's keyword parameters for a method (empty = the paper's defaults).
+
+        With ``dataset``, ``tasks.<task>.dataset_params.<dataset>.<method>`` (when given)
+        overrides the method's entry key by key.
 
         A value written ``{download: <file name>}`` names a file of the registry (e.g. GEARS'
         ``gene2go_all.pkl``); it becomes the path of the downloaded file, which
         :meth:`method_inputs` makes an input of the job.
         """
-        return _with_download_paths(
-            self.config["tasks"][task]["methods"][method] or {}, self.download_path
-        )
+        section = self.config["tasks"][task]
+        params = dict(section["methods"][method] or {})
+        if dataset is not None:
+            params.update((section.get("dataset_params") or {}).get(dataset, {}).get(method) or {})
+        return _with_download_paths(params, self.download_path)
 
     def metric_options(self, task: str) -> dict[str, Any]:
         """The config's scoring choices for a task (``tasks.<task>.metrics``; empty: defaults).
@@ -482,6 +491,33 @@ def _check_downloads(value: Any, where: str, registry: Any) -> None:
             registry.download_source(name)
         except Exception as err:
             raise ConfigError(f"config {where}: {{download: {name}}}: {err}") from None
+
+
+def _check_dataset_params_of_task(task: str, section: dict[str, Any]) -> None:
+    """``tasks.<task>.dataset_params``: known datasets and methods, parameters the method takes."""
+    for dataset, methods in (section.get("dataset_params") or {}).items():
+        where = f"config tasks.{task}.dataset_params.{dataset}"
+        if dataset not in section["datasets"]:
+            raise ConfigError(
+                f"{where}: not a dataset of the task; datasets: {section['datasets']}"
+            )
+        for method, params in (methods or {}).items():
+            if method not in section["methods"]:
+                raise ConfigError(
+                    f"{where}.{method}: not a method of the task; methods: {list(section['methods'])}"
+                )
+            merged = {**(section["methods"][method] or {}), **(params or {})}
+            try:
+                get_method(task, method).check_params(
+                    _with_download_paths(merged, _planned_download)
+                )
+            except ParameterTypeError as err:
+                raise ConfigError(
+                    f"{where}.{method}.{err.parameter}: {err.value!r} is "
+                    f"{type(err.value).__name__}, expected {err.expected}{err.hint}"
+                ) from None
+            except (KeyError, TypeError) as err:
+                raise ConfigError(f"{where}.{method}: {err.args[0]}") from None
 
 
 def _method_datasets(task: str, section: dict[str, Any]) -> dict[str, list[str]]:

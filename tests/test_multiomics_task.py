@@ -256,7 +256,11 @@ def _multiomics_jobs(config: dict) -> dict[str, list[str]]:
 
 def test_demo_and_paper_plan_multiomics():
     demo = _multiomics_jobs(_yaml("config/config.yaml"))
-    assert set(demo) == {"sim_multiome_atac", "sim_multiome_protein", "sim_mosaic"}
+    assert set(demo) == {
+        "sim_multiome_atac", "sim_multiome_protein", "sim_mosaic",
+        "bmmc_cite_real", "bmmc_multiome_real",
+    }  # fmt: skip
+    assert "totalvi" in demo["bmmc_cite_real"] and "multivi" in demo["bmmc_multiome_real"]
     assert "seurat_wnn" not in demo["sim_mosaic"] and "pca_rna" not in demo["sim_mosaic"]
     assert "totalvi" in demo["sim_multiome_protein"] and "multivi" in demo["sim_mosaic"]
     paper = _multiomics_jobs(_yaml("config/paper.yaml"))

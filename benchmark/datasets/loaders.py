@@ -44,10 +44,10 @@ from benchmark.datasets.inputs import (
     resolve_input,
 )
 from benchmark.datasets.schema import DatasetEntry
-from benchmark.datasets.source_keys import assign_modalities, map_obs, select_counts
+from benchmark.datasets.source_keys import assign_modalities, map_obs, select_counts, select_rows
 from benchmark.datasets.splits import gears_split, split_from_obs, split_from_sets
 from benchmark.datasets.standard import prefix_proteins
-from contract.conditions import normalise_condition
+from contract.conditions import format_condition, normalise_condition, parse_condition
 
 __all__ = ["LOADERS"]
 
@@ -75,7 +75,7 @@ def _load_h5ad(name: str, entry: DatasetEntry, raw_dir: Path, record: dict[str, 
     counts_used = set()
     for role, label in roles.items():
         path = resolve_input(name, entry, entry.inputs[role], raw_dir)
-        part = read_h5ad(path)
+        part = select_rows(name, read_h5ad(path), entry, where=path.name, record=record)
         part, counts_desc, x_kind = select_counts(name, part, entry, path)
         counts_used.add((counts_desc, x_kind))
         part.obs = map_obs(
@@ -360,7 +360,7 @@ def _load_gears(
     name: str, entry: DatasetEntry, raw_dir: Path, record: dict[str, Any]
 ) -> ad.AnnData:
     path = resolve_input(name, entry, entry.inputs["data"], raw_dir)
-    adata = read_h5ad(path)
+    adata = select_rows(name, read_h5ad(path), entry, where=path.name, record=record)
     adata, counts_desc, x_kind = select_counts(name, adata, entry, path)
     record["x"], record["counts_from"] = x_kind, counts_desc
     record["inputs"] = {"data": input_label(entry.inputs["data"])}
@@ -371,6 +371,15 @@ def _load_gears(
             f"obs columns: {list(adata.obs.columns)}"
         )
     conditions = adata.obs[source_condition].astype(str)
+    original_conditions = conditions.copy()
+    grammar: dict[str, str] = {}
+    if entry.control is not None:
+        # Another control name (PerturBench's "control", singles without a filler: "KLF1"):
+        # re-spelled in GEARS' grammar before GEARS' split reads them.
+        grammar = _grammar_of(name, conditions.unique(), entry.control)
+        conditions = conditions.map(grammar)
+        adata.obs[source_condition] = conditions.to_numpy()
+        record["control"] = entry.control
     split = None
     if "split" in entry.inputs:
         split_path = resolve_input(name, entry, entry.inputs["split"], raw_dir)
@@ -396,6 +405,9 @@ def _load_gears(
         record.setdefault("split", {})["counts"] = {
             str(k): int(v) for k, v in adata.obs["split"].value_counts().items()
         }
+    if grammar:
+        adata.obs["condition_source"] = original_conditions.to_numpy()
+        record["conditions_respelled"] = int(sum(k != v for k, v in grammar.items()))
     # Standard spelling of conditions ("ctrl+A" -> "A+ctrl", "B+A" -> "A+B").
     original = adata.obs["condition"].astype(str)
     unique = original.unique()
@@ -410,6 +422,25 @@ def _load_gears(
                 for part, groups in adata.uns["split_subgroups"].items()
             }
     return adata
+
+
+def _grammar_of(name: str, conditions: Any, control: str) -> dict[str, str]:
+    """Source condition -> the suite's spelling (``ctrl``, ``A+ctrl``, ``A+B``).
+
+    Raises
+    ------
+    DatasetError
+        If a name cannot be parsed (an empty part, a gene named twice), naming it.
+    """
+    spelled = {}
+    for condition in conditions:
+        try:
+            spelled[str(condition)] = format_condition(
+                parse_condition(str(condition), control=control)
+            )
+        except ValueError as err:
+            raise DatasetError(f"{name}: condition {condition!r}: {err}") from None
+    return spelled
 
 
 def _load_pickle_input(name: str, entry: DatasetEntry, role: str, raw_dir: Path) -> Any:

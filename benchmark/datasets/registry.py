@@ -1,5 +1,10 @@
 """Reading ``config/datasets.yaml``: the :class:`Registry` mapping and :func:`load_registry`.
 
+A user's own registry files add entries to the built-in one (``load_registry(base,
+extra=[...])``, the config's ``registries:``): nothing is copied, and a relative ``path`` in
+any file (a committed checkpoint, a local dataset file) resolves against the folder of the
+file that declares it.
+
 The entries' schema is in :mod:`benchmark.datasets.schema`; this module validates the whole
 file against it and turns pydantic's errors into :class:`RegistryError` messages that name
 the file, the entry and the key (``config/datasets.yaml: datasets.ms.files[0].url: ...``),
@@ -10,7 +15,7 @@ from __future__ import annotations
 
 import os
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -35,10 +40,15 @@ class Registry(Mapping[str, DatasetEntry]):
         path: str | os.PathLike[str],
         datasets: dict[str, DatasetEntry],
         checkpoints: dict[str, CheckpointEntry],
+        origins: Mapping[str, str] | None = None,
+        checkpoint_origins: Mapping[str, str] | None = None,
     ) -> None:
         self.path = str(path)
         self.datasets = datasets
         self.checkpoints = checkpoints
+        # Registry file that declares each entry (relative paths resolve against its folder).
+        self.origins = dict(origins or dict.fromkeys(datasets, self.path))
+        self.checkpoint_origins = dict(checkpoint_origins or dict.fromkeys(checkpoints, self.path))
 
     def __getitem__(self, name: str) -> DatasetEntry:
         return self.entry(name)
@@ -66,10 +76,12 @@ class Registry(Mapping[str, DatasetEntry]):
         return [spec.name for spec in self.entry(dataset).files]
 
     def file_source(self, dataset: str, filename: str) -> dict[str, Any]:
-        """``{"url", "sha256", "size", "md5", "format"}`` of one raw file (for the download rule)."""
+        """``{"url", "path", "sha256", "size", "md5", "format"}`` of one raw file (for the
+        download rule); ``path`` (a local file, absolute) or ``url`` is ``None``."""
         spec = self.entry(dataset).file(filename)
         return {
             "url": spec.source_url,
+            "path": self._resolve(spec.path, self.origins.get(dataset, self.path)),
             "sha256": spec.sha256,
             "size": spec.size,
             "md5": spec.md5,
@@ -94,7 +106,7 @@ class Registry(Mapping[str, DatasetEntry]):
         }
         if not sources:
             raise RegistryError(f"{self.path}: no dataset lists a file named {filename!r}")
-        distinct = {(src["url"], src["sha256"]) for src in sources.values()}
+        distinct = {(src["url"], src["path"], src["sha256"]) for src in sources.values()}
         if len(distinct) > 1:
             raise RegistryError(
                 f"{self.path}: file name {filename!r} has different sources in datasets "
@@ -114,13 +126,35 @@ class Registry(Mapping[str, DatasetEntry]):
             raise KeyError(
                 f"checkpoint {name!r} is not in {self.path}; known: {sorted(self.checkpoints)}"
             ) from None
-        if source.get("path") and not os.path.isabs(source["path"]):
-            source["path"] = str((Path(self.path).parent / source["path"]).resolve())
+        source["path"] = self._resolve(
+            source.get("path"), self.checkpoint_origins.get(name, self.path)
+        )
         return source
 
+    @staticmethod
+    def _resolve(path: str | None, registry_file: str) -> str | None:
+        """A ``path`` of an entry, absolute: a relative one is taken from its registry file's folder."""
+        if not path:
+            return None
+        if os.path.isabs(path):
+            return path
+        return str((Path(registry_file).parent / path).resolve())
 
-def load_registry(path: str | os.PathLike[str] = "config/datasets.yaml") -> Registry:
-    """Read and validate the dataset registry.
+
+def load_registry(
+    path: str | os.PathLike[str] = "config/datasets.yaml",
+    *,
+    extra: Sequence[str | os.PathLike[str]] = (),
+) -> Registry:
+    """Read and validate the dataset registry, and any registry files that add entries to it.
+
+    Parameters
+    ----------
+    path
+        The built-in registry (``config/datasets.yaml``).
+    extra
+        Further registry files (a user's own datasets), same format; their entries are added,
+        none may redefine an entry of an earlier file.
 
     Returns
     -------
@@ -134,8 +168,35 @@ def load_registry(path: str | os.PathLike[str] = "config/datasets.yaml") -> Regi
         If the file does not exist.
     RegistryError
         Naming the file, the entry and the field that is missing or wrong (every problem
-        found, one per line).
+        found, one per line), or an entry name declared in two files.
     """
+    registry = _load_one(path)
+    for other_path in extra:
+        other = _load_one(other_path)
+        for kind, own, origins, theirs, their_origins in (
+            ("dataset", registry.datasets, registry.origins, other.datasets, other.origins),
+            (
+                "checkpoint",
+                registry.checkpoints,
+                registry.checkpoint_origins,
+                other.checkpoints,
+                other.checkpoint_origins,
+            ),
+        ):
+            for name, entry in theirs.items():
+                if name in own:
+                    raise RegistryError(
+                        f"{other_path}: {kind} {name!r} is already declared in {origins[name]}; "
+                        "an added registry file adds entries and cannot redefine one (choose "
+                        "another name)"
+                    )
+                own[name] = entry
+                origins[name] = their_origins[name]
+    return registry
+
+
+def _load_one(path: str | os.PathLike[str]) -> Registry:
+    """One registry file, validated (see :func:`load_registry`)."""
     path = Path(path)
     try:
         # A dataset or field given twice would silently keep its last entry: refused.
@@ -150,8 +211,9 @@ def load_registry(path: str | os.PathLike[str] = "config/datasets.yaml") -> Regi
     return Registry(path, dict(parsed.datasets), dict(parsed.checkpoints))
 
 
-def raw_files(entry: DatasetEntry) -> list[tuple[str, str, str | None, int | None]]:
-    """``(url, filename, sha256, size)`` of every file the download rule fetches for ``entry``."""
+def raw_files(entry: DatasetEntry) -> list[tuple[str | None, str, str | None, int | None]]:
+    """``(url, filename, sha256, size)`` of every file the download rule fetches for ``entry``
+    (``url`` is ``None`` for a local ``path`` file)."""
     return [(spec.source_url, spec.name, spec.sha256, spec.size) for spec in entry.files]
 
 

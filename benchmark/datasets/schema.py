@@ -70,6 +70,7 @@ __all__ = [
     "MosaicSpec",
     "ObsSource",
     "RegistryFile",
+    "RowFilter",
     "SplitSpec",
 ]
 
@@ -103,11 +104,13 @@ class FileSpec(_Model):
     ----------
     name
         File name under the dataset's raw folder (may contain ``/``).
-    url, drive_id
-        Where it comes from: an HTTP(S) URL, or a Google Drive *file* id (exactly one).
+    url, drive_id, path
+        Where it comes from (exactly one): an HTTP(S) URL, a Google Drive *file* id, or a file
+        on this machine (``path``: absolute, or relative to the folder of the registry file
+        that declares the entry; checked against ``sha256`` and copied, never modified).
     sha256, md5, size
         Expected digest(s) (lower-cased) and size in bytes; ``None`` = unknown (the downloader
-        records the sha256 on first download).
+        records the sha256 on first download). A ``path`` file needs its ``sha256``.
     format
         ``h5ad``, ``h5ad.gz``, ``zip``, ``tar.gz``, ``pkl``, ``npz``, ``csv``, ``txt``, ``json``.
     note
@@ -117,6 +120,7 @@ class FileSpec(_Model):
     name: Text
     url: Text | None = None
     drive_id: DriveId | None = None
+    path: Text | None = None
     sha256: Sha256 | None = None
     md5: Md5 | None = None
     size: StrictInt | None = None
@@ -130,8 +134,14 @@ class FileSpec(_Model):
             raise FieldError(
                 ("name",), f"{self.name!r} must be a relative path inside the raw folder"
             )
-        if (self.url is None) == (self.drive_id is None):
-            raise ValueError("give exactly one of url or drive_id")
+        given = [k for k in ("url", "drive_id", "path") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of url, drive_id or path (got {given or 'none'})")
+        if self.path is not None and self.sha256 is None:
+            raise FieldError(
+                ("sha256",),
+                f"missing: a local file (path {self.path!r}) needs its sha256 (sha256sum prints it)",
+            )
         if self.url is not None and not re.match(r"^https?://", self.url):
             raise FieldError(("url",), f"{self.url!r} is not an http(s):// URL")
         if self.size is not None and self.size <= 0:
@@ -139,8 +149,10 @@ class FileSpec(_Model):
         return self
 
     @property
-    def source_url(self) -> str:
-        """The URL to fetch (Drive ids become Drive download URLs)."""
+    def source_url(self) -> str | None:
+        """The URL to fetch (Drive ids become Drive download URLs); ``None`` for a local path."""
+        if self.path is not None:
+            return None
         if self.url is not None:
             return self.url
         from benchmark.sources.download import google_drive_url
@@ -226,6 +238,23 @@ class SplitSpec(_Model):
         return self
 
 
+class RowFilter(_Model):
+    """Which cells of the source to keep: those whose ``obs[column]`` is one of ``keep``.
+
+    For files that hold more than the dataset (PerturBench's development file holds the
+    Norman 2019 rows and the glioma rows of another study).
+    """
+
+    column: Text
+    keep: Texts
+
+    @model_validator(mode="after")
+    def _check(self) -> RowFilter:
+        if not self.keep:
+            raise FieldError(("keep",), "name at least one value of the column to keep")
+        return self
+
+
 class GeneMapping(_Model):
     """An input holding an id -> symbol table (see :func:`benchmark.sources.genes.read_gene_mapping`)."""
 
@@ -297,6 +326,8 @@ class DatasetEntry(_Model):
     obs: Annotated[dict[ObsKey, ObsSource], BeforeValidator(drop_nulls)] = Field(
         default_factory=dict
     )
+    rows: RowFilter | None = None
+    control: Text | None = None
     split: SplitSpec = Field(default_factory=lambda: SplitSpec(by="none"))
     genes: GeneSpec = Field(default_factory=GeneSpec)
     counts: CountsSource = "auto"
@@ -399,6 +430,10 @@ class DatasetEntry(_Model):
         if mapping is not None and mapping.input not in self.inputs:
             raise FieldError(
                 ("genes", "mapping", "input"), f"{mapping.input!r} is not an input ({inputs})"
+            )
+        if self.control is not None and self.format != "gears":
+            raise FieldError(
+                ("control",), "only a perturbation (format gears) entry names its control"
             )
         if self.format == "gears":
             if "data" not in self.inputs:

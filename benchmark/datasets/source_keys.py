@@ -14,9 +14,53 @@ from benchmark.datasets.errors import DatasetError
 from benchmark.datasets.schema import DatasetEntry, ModalitySpec
 from benchmark.datasets.standard import as_category, looks_like_counts, prefix_proteins
 
-__all__ = ["assign_modalities", "map_obs", "select_counts"]
+__all__ = ["assign_modalities", "map_obs", "select_counts", "select_rows"]
 
 log = logging.getLogger(__name__)
+
+
+def select_rows(
+    name: str, adata: ad.AnnData, entry: DatasetEntry, *, where: str, record: dict[str, Any]
+) -> ad.AnnData:
+    """The cells the entry's ``rows:`` keeps (all cells without one); noted in ``record``.
+
+    Raises
+    ------
+    DatasetError
+        If the column is not in ``where``'s obs, or no cell has a kept value (naming the
+        values the column holds).
+    """
+    rows = entry.rows
+    if rows is None:
+        return adata
+    if rows.column not in adata.obs.columns:
+        raise DatasetError(
+            f"{name}: obs column {rows.column!r} (registry rows.column) not in {where}; "
+            f"obs columns: {list(adata.obs.columns)}"
+        )
+    values = adata.obs[rows.column].astype(str)
+    keep = values.isin(list(rows.keep)).to_numpy()
+    if not keep.any():
+        raise DatasetError(
+            f"{name}: no cell of {where} has obs {rows.column!r} in {list(rows.keep)}; "
+            f"values present: {sorted(values.unique())[:20]}"
+        )
+    dropped = values[~keep].value_counts()
+    record["rows"] = {
+        "column": rows.column,
+        "kept": list(rows.keep),
+        "n_kept": int(keep.sum()),
+        "dropped": {str(k): int(v) for k, v in dropped.items()},
+    }
+    log.info(
+        "%s: kept %d cells (%s in %s), dropped %s",
+        name,
+        keep.sum(),
+        rows.column,
+        list(rows.keep),
+        record["rows"]["dropped"],
+    )
+    return adata[keep].copy()
 
 
 def map_obs(

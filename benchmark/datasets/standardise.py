@@ -181,7 +181,12 @@ def standardise(
         "source": "registry",
         "format": entry.format,
         "verification": entry.verification,
-        "files": {spec.name: spec.url or f"drive:{spec.drive_id}" for spec in entry.files},
+        "files": {
+            spec.name: spec.url
+            or (f"path:{spec.path} (sha256 {spec.sha256})" if spec.path else None)
+            or f"drive:{spec.drive_id}"
+            for spec in entry.files
+        },
     }
     adata = loader(name, entry, raw_dir, record)
     adata = _finalise(name, entry, adata, record, raw_dir, vocabulary)

@@ -3,7 +3,12 @@
 # downloader itself retries transient errors with back-off and gives up at once on a 404.
 
 
+# A registry file with a local `path:` source (a committed real subset, your own h5ad) goes
+# through this rule too: checked against its sha256 and copied, never modified. The local
+# file is an input, so a changed file is noticed (and refused unless its sha256 is updated).
 rule download_file:
+    input:
+        lambda wc: [p] if (p := PLAN.registry.download_source(wc.filename)["path"]) else [],
     output:
         f"{DATA}/downloads/{{filename}}",
     params:

@@ -13,7 +13,7 @@ rule run_method:
         run=f"{RESULTS}/{{task}}/{{dataset}}/{{method}}/seed{{seed}}/run.json",
         scores=f"{RESULTS}/{{task}}/{{dataset}}/{{method}}/seed{{seed}}/scores.json",
     params:
-        params=lambda wc: PLAN.method_params(wc.task, wc.method),
+        params=lambda wc: PLAN.method_params(wc.task, wc.method, wc.dataset),
         metric_options=lambda wc: PLAN.metric_options(wc.task),
         checkpoint=lambda wc: (
             PLAN.checkpoint_dir() if PLAN.needs_checkpoint(wc.task, wc.method) else None

@@ -4,6 +4,7 @@ A dataset that cannot be built is recorded in the output instead of failing the 
 its task's other datasets still run and its table is written with this dataset's rows failed.
 """
 
+from benchmark.datasets import load_registry
 from benchmark.datasets.standardise import prepare_or_record_failure
 from benchmark.logs import job_logging
 
@@ -15,5 +16,8 @@ with job_logging(snakemake.log[0]):
         log_path=snakemake.log[0],
         raw_dir=snakemake.params.raw_dir,
         params=snakemake.params.builder_params,
-        registry=snakemake.config.get("registry", "config/datasets.yaml"),
+        registry=load_registry(
+            snakemake.config.get("registry", "config/datasets.yaml"),
+            extra=snakemake.config.get("registries") or [],
+        ),
     )
