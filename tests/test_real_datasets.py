@@ -238,3 +238,26 @@ def test_scgpt_perturbation_warns_when_perturbed_genes_are_unmeasured(caplog):
     with caplog.at_level("WARNING", logger="baselines"):
         _warn_unmarkable(train, ["A+ctrl"])
     assert "B" in caplog.text  # the training conditions count too
+
+
+def test_dataset_params_override_one_dataset_only():
+    import copy
+
+    import yaml
+
+    from benchmark.workflow import ConfigError, WorkflowPlan, validate_config
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    validate_config(config, ROOT / "config" / "schema.yaml")
+    plan = WorkflowPlan.from_config(copy.deepcopy(config))
+    base = plan.method_params("perturbation", "scgpt")
+    assert plan.method_params("perturbation", "scgpt", "sim_perturb") == base
+    real = plan.method_params("perturbation", "scgpt", "norman_real")
+    assert real == {**base, "epochs": 3, "n_control_cells": 30}
+    bad = copy.deepcopy(config)
+    bad["tasks"]["perturbation"]["dataset_params"] = {"norman_real": {"scgpt": {"epoch": 3}}}
+    with pytest.raises(ConfigError, match=r"dataset_params\.norman_real\.scgpt"):
+        WorkflowPlan.from_config(bad)
+    bad["tasks"]["perturbation"]["dataset_params"] = {"pbmc_demo": {"scgpt": {}}}
+    with pytest.raises(ConfigError, match="not a dataset of the task"):
+        WorkflowPlan.from_config(bad)
