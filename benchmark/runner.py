@@ -21,7 +21,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from benchmark.coverage import vocabulary_coverage
 from benchmark.failed_datasets import FailedDatasetError, check_standard_file
 from benchmark.io import DiskFullError, disk_full_error, free_space, is_disk_full, write_json
 from benchmark.tasks import get_task
@@ -252,6 +251,8 @@ def run_method(
             call_params["checkpoint"] = str(checkpoint)
             # What the model could read of these genes: its own vocabulary and the released
             # models' (a demo checkpoint pre-trained on simulated genes knows few real ones).
+            from benchmark.coverage import vocabulary_coverage
+
             record["vocabulary"] = vocabulary_coverage(adata, checkpoint)
         seed_everything(seed)
         lap("setup")
