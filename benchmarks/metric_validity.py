@@ -20,6 +20,8 @@ truth is known:
   are farther;
 * ``mean effect``: control plus the mean true effect of the training conditions, the same
   for every condition (systematic variation only: what "train mean" learns);
+* ``mean effect + target genes``: the mean effect with each condition's perturbed genes set
+  to their true value (knows which gene falls and nothing about its neighbours);
 * ``control``: no change;
 * ``other condition's truth``: each condition gets the truth of another test condition;
 * the cheap methods run here (``train_mean``, ``matching_mean``, ``additive``, ``linear``,
@@ -126,6 +128,10 @@ def controlled_predictions(adata: ad.AnnData, inputs: dict[str, Any]) -> dict[st
             0.0, np.sqrt(f * mean_error), truth.shape
         )
     family["mean effect"] = mean_effect
+    targeted = mean_effect.copy()
+    for i, genes in enumerate(inputs["target_idx"][c] for c in conditions):
+        targeted[i, genes] = truth[i, genes]
+    family["mean effect + target genes"] = targeted
     family["control"] = np.tile(ctrl, (len(conditions), 1))
     family["other condition's truth"] = np.roll(truth, 1, axis=0)
     return family
