@@ -368,6 +368,9 @@ def gears(
     AnnData with one row per condition; ``uns["gears"]`` lists conditions GEARS could not
     predict (a gene without GO annotation), which are given the control mean.
     """
+    # Before GEARS' imports (~10 s): data without GO annotations is refused at once.
+    go = resolve_gene2go(train, gene2go)
+
     import torch
     from gears import GEARS
     from gears.utils import GeneSimNetwork
@@ -378,7 +381,6 @@ def gears(
     torch.manual_seed(seed)
 
     genes = train.var_names.astype(str).tolist()
-    go = resolve_gene2go(train, gene2go)
     device = _resolve_device(device)
     with contextlib.ExitStack() as stack:
         if workdir is None:
