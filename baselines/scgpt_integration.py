@@ -55,6 +55,7 @@ def scgpt_integration(
     dsbn: bool = True,
     use_batch_labels: bool = True,
     include_zero_genes: bool = True,
+    length_buckets: bool = True,
     val_fraction: float = 0.1,
     device: str = "auto",
 ) -> np.ndarray:
@@ -89,6 +90,9 @@ def scgpt_integration(
         Batch embedding concatenated to the decoder inputs (tutorial: True).
     include_zero_genes
         Tokenise zero genes too (tutorial: True; False = the paper's faster variant).
+    length_buckets
+        Mini-batches of cells of similar length (faster); False: the tutorial's uniform
+        shuffle.
     val_fraction
         Cells held out (drawn by ``seed``) to keep the best-validation epoch (tutorial: 0.1).
     device
@@ -119,6 +123,7 @@ def scgpt_integration(
         dsbn=dsbn,
         use_batch_labels=use_batch_labels,
         include_zero_genes=include_zero_genes,
+        length_buckets=length_buckets,
         val_fraction=val_fraction,
         obsm_key=None,
         device=device,

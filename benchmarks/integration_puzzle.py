@@ -12,7 +12,9 @@ the causes with the suite's own runner and metrics (one thread, one seed per poi
   tokenisation: it must equal ``zeroshot_L128`` unless the two paths embed differently;
 - ``finetune_2ep`` (the demo row), ``finetune_2ep_L256`` (its token budget raised),
   ``finetune_2ep_lr1e-4`` (the tutorial's learning rate) and ``finetune_2ep_gep_only``
-  (ECS, DAB and DSBN off: only the masked-expression objectives) and ``finetune_8ep``.
+  (ECS, DAB and DSBN off: only the masked-expression objectives), ``finetune_2ep_shuffled``
+  (the tutorials' uniform mini-batches instead of length buckets), ``finetune_2ep_ecs_off``
+  and ``finetune_8ep``.
 
 Run (results in ``benchmarks/results/integration_puzzle.{md,json}``)::
 
@@ -53,6 +55,8 @@ POINTS: dict[str, tuple[str, dict[str, Any]]] = {
         "scgpt",
         {"epochs": 2, "ecs_weight": 0.0, "dab_weight": 0.0, "dsbn": False},
     ),
+    "finetune_2ep_shuffled": ("scgpt", {"epochs": 2, "length_buckets": False}),
+    "finetune_2ep_ecs_off": ("scgpt", {"epochs": 2, "ecs_weight": 0.0}),
     "finetune_8ep": ("scgpt", {"epochs": 8}),
 }
 

@@ -131,14 +131,20 @@ def _epoch_batches(
     *,
     batch_size: int,
     seed: int,
+    length_buckets: bool = True,
 ) -> Callable[[int], Iterator[dict[str, torch.Tensor]]]:
-    """``epoch -> training batches`` of length-bucketed cells (one batch per group if given)."""
+    """``epoch -> training batches`` of length-bucketed cells (one batch per group if given).
+
+    ``length_buckets`` False draws every batch uniformly at random (the tutorials' shuffle):
+    a bucket of one batch is sorted within itself only.
+    """
     sampler = LengthBucketSampler(
         ds.lengths(),
         batch_size,
         shuffle=True,
         seed=seed,
         groups=groups,
+        bucket_factor=50 if length_buckets else 1,
     )
 
     def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -304,6 +310,7 @@ def finetune_integration(
     explicit_zero_prob: bool = True,
     include_zero_genes: bool = True,
     group_batches: bool = True,
+    length_buckets: bool = True,
     val_fraction: float = 0.1,
     weight_decay: float = 0.0,
     schedule_gamma: float = 0.9,
@@ -365,6 +372,10 @@ def finetune_integration(
     group_batches
         Draw each mini-batch from one batch (the tutorial's per-batch sampling; DSBN
         statistics are then per batch).
+    length_buckets
+        Group cells of similar length into mini-batches (less padding, faster); ``False``
+        draws them uniformly (the tutorials' shuffle). Lengths differ between cell types,
+        so bucketed mini-batches are less mixed in type, which the in-batch ECS loss sees.
     gene_col, layer
         Gene symbols column and expression layer.
     binning
@@ -420,6 +431,7 @@ def finetune_integration(
         b[train_rows] if group_batches else None,
         batch_size=batch_size,
         seed=seed,
+        length_buckets=length_buckets,
     )
     needs_labels = cfg.use_batch_labels or cfg.uses_dsbn
     mod_types = _modality_types(m, token_modality)
