@@ -15,6 +15,7 @@ rule download_file:
         source=lambda wc: PLAN.registry.download_source(wc.filename),
     log:
         f"{LOGS}/download/{{filename}}.log",
+    priority: 2
     resources:
         downloads=1,
     script:
@@ -36,6 +37,10 @@ rule standardise_dataset:
         builder_params=lambda wc: PLAN.dataset_params(wc.dataset),
     log:
         f"{LOGS}/standardise/{{dataset}}.log",
+    # Above every run (scGPT's are 1): Snakemake does not pass a job's priority on to the
+    # jobs it waits for, so without this the longest fine-tuning (scGPT perturbation) waited
+    # 5 minutes of the demo for its dataset while short baselines ran, and ended last.
+    priority: 2
     resources:
         mem_mb=8000,
     script:
