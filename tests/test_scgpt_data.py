@@ -201,3 +201,37 @@ def test_preprocess_adata_filters_normalises_and_bins():
         out.X.toarray(), logged[:, [int(g[4:]) for g in out.var_names]], rtol=1e-4, atol=1e-5
     )
     assert out.layers["X_binned"].max() <= 10
+
+
+def test_integration_batches_length_buckets_switch():
+    """Bucketed mini-batches are narrower in length; ``length_buckets=False`` draws them
+    uniformly (the tutorials' shuffle). Both cover every cell once per epoch."""
+    from scgpt.finetune.integration import _epoch_batches
+
+    rng = np.random.default_rng(0)
+    n_cells, n_genes = 256, 60
+    expressed = rng.integers(3, n_genes, size=n_cells)  # cells of very different lengths
+    X = np.zeros((n_cells, n_genes), dtype=np.float32)
+    for i, k in enumerate(expressed):
+        X[i, rng.choice(n_genes, size=k, replace=False)] = rng.integers(1, 20, size=k)
+    ds = CellDataset(
+        X, np.arange(n_genes), max_len=None, cls_id=70, cls_value=-2.0, n_bins=5,
+        obs={"label": np.arange(n_cells)}, seed=0,
+    )  # fmt: skip
+    collate = Collator(pad_id=71, pad_value=-2.0)
+
+    def spreads(length_buckets: bool) -> tuple[list[int], float]:
+        batches = _epoch_batches(
+            ds, collate, None, batch_size=16, seed=0, length_buckets=length_buckets
+        )(0)
+        cells, spread = [], []
+        for batch in batches:
+            cells += batch["label"].tolist()
+            lengths = (batch["gene_ids"] != 71).sum(1)
+            spread.append(int(lengths.max() - lengths.min()))
+        return sorted(cells), float(np.mean(spread))
+
+    bucketed_cells, bucketed = spreads(True)
+    uniform_cells, uniform = spreads(False)
+    assert bucketed_cells == uniform_cells == list(range(n_cells))
+    assert bucketed < 5 < 20 < uniform, (bucketed, uniform)  # lengths span 3..59 tokens
