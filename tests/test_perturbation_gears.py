@@ -177,3 +177,28 @@ def test_gears_beats_train_mean_on_unseen_perturbations(
     assert scores["n_conditions_single_unseen"] >= 5
     assert scores["pearson_delta_single_unseen"] > mean["pearson_delta_single_unseen"] + 0.05
     assert scores["pearson_delta"] > mean["pearson_delta"] + 0.05
+
+
+def test_gears_refuses_data_without_go_before_importing_gears() -> None:
+    """Real data without GO annotations (no gene2go, no simulation prior) fails at once,
+    with the reason, before GEARS' own imports (which take ~10 s)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, anndata as ad, numpy as np, pandas as pd\n"
+        "from baselines.gears import gears\n"
+        "train = ad.AnnData(np.ones((4, 3), np.float32), obs=pd.DataFrame("
+        "{'condition': ['ctrl', 'ctrl', 'A+ctrl', 'A+ctrl']}, index=list('abcd')),"
+        " var=pd.DataFrame(index=['A', 'B', 'C']))\n"
+        "try:\n"
+        "    gears(train, ['A+ctrl'], seed=0)\n"
+        "except ValueError as err:\n"
+        "    print('refused:', err)\n"
+        "print('gears imported:', 'gears' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "refused: gears needs GO annotations" in out
+    assert "gears imported: False" in out
