@@ -185,6 +185,22 @@ def _dense(matrix) -> np.ndarray:
     return np.asarray(matrix.toarray() if hasattr(matrix, "toarray") else matrix, dtype=np.float32)
 
 
+def cls_binned_inputs(
+    model, vocab, gene_ids, counts, *, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A pre-trained model's own input for :func:`mean_attention`: ``<cls>`` then the genes,
+    each cell's counts binned into the model's ``n_bins`` (``<cls>`` takes the pad value).
+
+    Returns ``(token_ids, values)``: ``(1 + genes,)`` ids and ``(cells, 1 + genes)`` values.
+    """
+    from scgpt.preprocess import bin_matrix
+
+    cfg = model.config
+    binned = _dense(bin_matrix(counts, cfg.n_bins, seed=seed)).astype(np.float32, copy=False)
+    values = np.concatenate([np.full((binned.shape[0], 1), cfg.pad_value, np.float32), binned], 1)
+    return np.concatenate([[vocab.cls_id], np.asarray(gene_ids)]), values
+
+
 def attention_targets(
     adata: ad.AnnData,
     *,
@@ -199,7 +215,6 @@ def attention_targets(
     """Target scores of every regulator in ``uns["grn"]["regulators"]`` for each setting."""
     from scgpt import map_genes, train_perturbation_model
     from scgpt._utils import resolve_device
-    from scgpt.preprocess import bin_matrix
 
     model, vocab = load_model(checkpoint, pretrained=True, seed=seed)
     model = model.to(resolve_device(device))
@@ -233,14 +248,10 @@ def attention_targets(
             return np.asarray(ids), _dense(log1p[rows]), flags, genes
 
     else:
-        cfg = model.config
         counts = data.X
 
         def inputs(rows: np.ndarray, condition: str) -> tuple:
-            # The pre-trained model's own input: <cls> then the genes, values binned per cell.
-            binned = _dense(bin_matrix(counts[rows], cfg.n_bins, seed=seed))
-            values = np.concatenate([np.full((len(rows), 1), cfg.pad_value, np.float32), binned], 1)
-            token_ids = np.concatenate([[vocab.cls_id], np.asarray(ids)])
+            token_ids, values = cls_binned_inputs(model, vocab, ids, counts[rows], seed=seed)
             return token_ids, values, None, ["<cls>", *genes]
 
     def attention(condition: str, wanted: list[str]) -> tuple[np.ndarray, list[str]]:

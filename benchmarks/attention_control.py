@@ -79,9 +79,8 @@ def run(checkpoint: Path, epochs_list: list[int], seed: int) -> list[dict]:
     import pandas as pd
 
     from baselines._scgpt_common import load_model
-    from baselines.scgpt_grn import mean_attention
+    from baselines.scgpt_grn import cls_binned_inputs, mean_attention
     from scgpt import finetune_integration
-    from scgpt.preprocess import bin_matrix
 
     rng = np.random.default_rng(seed)
     _, vocab = load_model(checkpoint, pretrained=True, seed=seed)
@@ -123,10 +122,9 @@ def run(checkpoint: Path, epochs_list: list[int], seed: int) -> list[dict]:
                 progress=False,
             )
             model, history = result.model, result.history
-        cfg = model.config
-        binned = np.asarray(bin_matrix(counts[rows], cfg.n_bins, seed=seed), dtype=np.float32)
-        values = np.concatenate([np.full((len(rows), 1), cfg.pad_value, np.float32), binned], 1)
-        token_ids = np.concatenate([[vocab.cls_id], vocab.indices(genes)])
+        token_ids, values = cls_binned_inputs(
+            model, vocab, vocab.indices(genes), counts[rows], seed=seed
+        )
         attention = mean_attention(
             model, token_ids, values, columns=[1 + i for i in range(N_PAIRS)]
         )
