@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from learning_curves import ensure_dataset, load_config  # noqa: E402
+from learning_curves import load_config, run_isolated  # noqa: E402
 
 from benchmark.io import read_json, write_json, write_text  # noqa: E402
 
@@ -63,27 +63,22 @@ POINTS: dict[str, tuple[str, dict[str, Any]]] = {
 
 def run_point(plan: Any, name: str, *, data_dir: Path, work_dir: Path, checkpoint: Path) -> dict:
     """One point through the suite's runner; its scores and wall time."""
-    from benchmark.runner import run_method_isolated
-
     method, changes = POINTS[name]
     params = copy.deepcopy(plan.method_params("integration", method))
     params.update(changes)
-    outdir = work_dir / name
     start = time.perf_counter()
-    record = run_method_isolated(
+    record, scores = run_isolated(
+        plan,
         "integration",
         method,
         DATASET,
-        ensure_dataset(plan, DATASET, data_dir),
-        outdir,
+        params,
+        work_dir / name,
         seed=0,
-        params=params,
+        data_dir=data_dir,
         checkpoint=checkpoint,
-        threads=1,
-        metric_options=plan.metric_options("integration"),
         log_path=work_dir / f"{name}.log",
     )
-    scores = read_json(outdir / "scores.json") if (outdir / "scores.json").is_file() else {}
     return {
         "name": name,
         "method": method,

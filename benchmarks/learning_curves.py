@@ -177,6 +177,44 @@ def ensure_dataset(plan: Any, dataset: str, data_dir: Path) -> Path:
     return path
 
 
+def run_isolated(
+    plan: Any,
+    task: str,
+    method: str,
+    dataset: str,
+    params: dict[str, Any],
+    outdir: Path,
+    *,
+    seed: int,
+    data_dir: Path,
+    checkpoint: Path,
+    log_path: Path,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One run of ``method`` with ``params`` through the suite's runner (one thread, the
+    task's metric options, the checkpoint where the method needs it).
+
+    Returns the runner's record and the run's ``scores.json`` (empty when none was written).
+    """
+    from benchmark.runner import run_method_isolated
+    from contract.registry import get_method
+
+    record = run_method_isolated(
+        task,
+        method,
+        dataset,
+        ensure_dataset(plan, dataset, data_dir),
+        outdir,
+        seed=seed,
+        params=params,
+        checkpoint=checkpoint if get_method(task, method).needs_checkpoint else None,
+        threads=1,
+        metric_options=plan.metric_options(task),
+        log_path=log_path,
+    )
+    scores = read_json(outdir / "scores.json") if (outdir / "scores.json").is_file() else {}
+    return record, scores
+
+
 def run_point(
     plan: Any,
     curve: Curve,
@@ -188,34 +226,29 @@ def run_point(
     checkpoint: Path,
 ) -> dict[str, Any]:
     """Run one point through the suite's runner; return its record for the JSON."""
-    from benchmark.runner import run_method_isolated
     from contract.registry import get_method
 
-    spec = get_method(curve.task, curve.method)
-    if "epochs" not in spec.parameters():
+    if "epochs" not in get_method(curve.task, curve.method).parameters():
         raise KeyError(f"{curve.name}: the method has no 'epochs' parameter to vary")
     params = copy.deepcopy(plan.method_params(curve.task, curve.method))
     params["epochs"] = budget
     outdir = (
         work_dir / curve.task / curve.dataset / curve.method / f"epochs{budget}" / f"seed{seed}"
     )
-    needs = spec.needs_checkpoint
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    record = run_method_isolated(
+    record, scores = run_isolated(
+        plan,
         curve.task,
         curve.method,
         curve.dataset,
-        ensure_dataset(plan, curve.dataset, data_dir),
+        params,
         outdir,
         seed=seed,
-        params=params,
-        checkpoint=checkpoint if needs else None,
-        threads=1,
-        metric_options=plan.metric_options(curve.task),
+        data_dir=data_dir,
+        checkpoint=checkpoint,
         log_path=outdir.parent / f"seed{seed}.log",
     )
-    scores = read_json(outdir / "scores.json") if (outdir / "scores.json").is_file() else {}
     value = scores.get(curve.metric)
     return {
         "key": point_key(curve, budget, seed),
