@@ -188,6 +188,10 @@ class Collator:
         return batch
 
 
+BUCKET_FACTOR = 50
+"""Default bucket size of :class:`LengthBucketSampler`, in batches."""
+
+
 class LengthBucketSampler(Sampler[list[int]]):
     """Batches of cells of similar length (less padding), optionally one group per batch.
 
@@ -224,7 +228,7 @@ class LengthBucketSampler(Sampler[list[int]]):
         *,
         shuffle: bool = True,
         seed: int = 0,
-        bucket_factor: int = 50,
+        bucket_factor: int = BUCKET_FACTOR,
         drop_last: bool = False,
         groups: Sequence[Any] | np.ndarray | None = None,
         num_replicas: int = 1,

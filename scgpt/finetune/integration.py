@@ -12,7 +12,13 @@ import torch.nn.functional as F
 from anndata import AnnData
 
 from scgpt._utils import autocast_context, seed_everything
-from scgpt.data import CellDataset, Collator, LengthBucketSampler, length_sorted_batches
+from scgpt.data import (
+    BUCKET_FACTOR,
+    CellDataset,
+    Collator,
+    LengthBucketSampler,
+    length_sorted_batches,
+)
 from scgpt.embed import ModelLike, batch_codes, embed_cells
 from scgpt.finetune._common import (
     adapt_model,
@@ -144,7 +150,7 @@ def _epoch_batches(
         shuffle=True,
         seed=seed,
         groups=groups,
-        bucket_factor=50 if length_buckets else 1,
+        bucket_factor=BUCKET_FACTOR if length_buckets else 1,
     )
 
     def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
