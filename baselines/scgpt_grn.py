@@ -13,10 +13,13 @@ says which part of the analysis it is.
   over the cells of a condition (:func:`rank_normalise`, :func:`attention_influence`); the
   influence of a perturbed gene on gene ``i`` is entry ``[i, gene]``. Three settings:
   ``control`` (control cells), ``perturbed`` (the gene's knock-down / knock-out cells) and
-  ``difference`` (perturbed - control). ``scgpt_finetuned`` uses the perturbation-fine-tuned
-  model (the paper's), whose input is the cell's log-normalised expression with the
-  perturbation flags; ``scgpt`` uses the pre-trained model as the tutorial does (binned
-  values with ``<cls>``, no flags). Unlike the official notebook, every cell of a condition
+  ``difference`` (perturbed - control). ``scgpt`` uses the pre-trained model with the
+  tutorial's input (binned values with ``<cls>``, every gene, zeros included, no flags).
+  ``scgpt_finetuned`` by default follows Tutorial_Attention_GRN: the pre-trained model
+  fine-tuned with the integration pipeline on every gene of the screen (``adata.raw``),
+  control vs perturbed as the batch, then the same binned ``<cls>`` input;
+  ``targets_finetuning="perturbation"`` uses the perturbation-fine-tuned model instead (the
+  paper's text), whose input is the log-normalised expression with perturbation flags. Unlike the official notebook, every cell of a condition
   is added to the mean (the notebook skips the first one).
 """
 
@@ -34,6 +37,7 @@ from contract.registry import register
 log = logging.getLogger(__name__)
 
 SETTINGS = ("difference", "perturbed", "control")
+CONTROL = "ctrl"
 """Attention settings, the first one is the method's headline ranking."""
 
 
@@ -96,6 +100,7 @@ def mean_attention(
     *,
     columns: list[int],
     pert_flags: np.ndarray | None = None,
+    batch_label: int | None = None,
     batch_size: int = 16,
 ) -> np.ndarray:
     """Rank-normalised last-layer attention averaged over heads and cells, ``L x len(columns)``.
@@ -112,6 +117,8 @@ def mean_attention(
         Key positions (the regulators) whose columns are returned.
     pert_flags
         ``(L,)`` perturbation flags of the condition (perturbation models), or ``None``.
+    batch_label
+        The cells' batch code for a model fine-tuned with batch labels or DSBN, or ``None``.
     batch_size
         Cells per forward pass.
     """
@@ -138,6 +145,11 @@ def mean_attention(
                 None,
                 layer=-1,
                 pert_flags=None if flags is None else flags.expand(b, -1),
+                batch_labels=(
+                    None
+                    if batch_label is None
+                    else torch.full((b,), batch_label, dtype=torch.long, device=model.device)
+                ),
                 softmax=False,
             )
             normalised = rank_normalise(raw.float(), columns)
@@ -201,19 +213,44 @@ def cls_binned_inputs(
     return np.concatenate([[vocab.cls_id], np.asarray(gene_ids)]), values
 
 
+FINETUNINGS = (None, "perturbation", "integration")
+
+
+def _control_as_batch(adata: ad.AnnData, vocab, checkpoint: str) -> ad.AnnData:
+    """Counts of every gene (``adata.raw`` when the task gave it) in the vocabulary, with
+    ``obs["batch"]`` = control or perturbed: the attention tutorial's fine-tuning data."""
+    full = adata.raw.to_adata() if adata.raw is not None else adata
+    full = full[:, vocabulary_mask(full.var_names, vocab, what="GRN", checkpoint=checkpoint)]
+    control = adata.obs["condition"].astype(str).to_numpy() == CONTROL
+    return ad.AnnData(
+        X=full.X,
+        obs=pd.DataFrame(
+            {"batch": pd.Categorical(np.where(control, "control", "perturbed"))},
+            index=adata.obs_names.copy(),
+        ),
+        var=pd.DataFrame(index=full.var_names.copy()),
+    )
+
+
 def attention_targets(
     adata: ad.AnnData,
     *,
     checkpoint: str,
     seed: int,
-    finetune: bool,
+    finetuning: str | None,
     n_cells: int,
     finetune_params: dict,
     batch_size: int,
     device: str = "auto",
 ) -> dict[str, pd.DataFrame]:
-    """Target scores of every regulator in ``uns["grn"]["regulators"]`` for each setting."""
-    from scgpt import map_genes, train_perturbation_model
+    """Target scores of every regulator in ``uns["grn"]["regulators"]`` for each setting.
+
+    ``finetuning``: ``None`` (the pre-trained model), ``"perturbation"`` (the perturbation
+    model, its own input with perturbation flags) or ``"integration"`` (the attention
+    tutorial's: the integration pipeline on every gene of ``adata.raw`` with control vs
+    perturbed as the batch, then the binned ``<cls>`` input of the pre-trained model).
+    """
+    from scgpt import finetune_integration, map_genes, train_perturbation_model
     from scgpt._utils import resolve_device
 
     model, vocab = load_model(checkpoint, pretrained=True, seed=seed)
@@ -228,7 +265,28 @@ def attention_targets(
         )
     ids, _ = map_genes(genes, vocab)
     log1p = data.layers["log1p"]
-    if finetune:
+    if finetuning not in FINETUNINGS:
+        raise ValueError(
+            f"scGPT attention: finetuning {finetuning!r} is not one of {list(FINETUNINGS)}"
+        )
+    batch_label_of = None
+    if finetuning == "integration":
+        model = finetune_integration(
+            model,
+            _control_as_batch(adata, vocab, checkpoint),
+            "batch",
+            vocab=vocab,
+            obsm_key=None,
+            seed=seed,
+            progress=False,
+            **finetune_params,
+        ).model
+        batches = list(model.batch_categories)
+
+        def batch_label_of(condition: str) -> int:
+            return batches.index("control" if condition == CONTROL else "perturbed")
+
+    if finetuning == "perturbation":
         tuned = train_perturbation_model(
             model,
             ad.AnnData(X=log1p, obs=data.obs[["condition"]].copy(), var=data.var[[]].copy()),
@@ -259,11 +317,17 @@ def attention_targets(
         token_ids, values, flags, names = inputs(rows, condition)
         columns = [names.index(g) for g in wanted]
         matrix = mean_attention(
-            model, token_ids, values, columns=columns, pert_flags=flags, batch_size=batch_size
+            model,
+            token_ids,
+            values,
+            columns=columns,
+            pert_flags=flags,
+            batch_label=None if batch_label_of is None else batch_label_of(condition),
+            batch_size=batch_size,
         )
         return matrix, names
 
-    control, names = attention("ctrl", regulators)
+    control, names = attention(CONTROL, regulators)
     out: dict[str, dict[str, pd.Series]] = {s: {} for s in SETTINGS}
     for k, regulator in enumerate(regulators):
         perturbed, _ = attention(adata.uns["grn"]["condition_of"][regulator], [regulator])
@@ -324,7 +388,7 @@ def scgpt_grn(
         adata,
         checkpoint=checkpoint,
         seed=seed,
-        finetune=False,
+        finetuning=None,
         n_cells=n_cells,
         finetune_params={},
         batch_size=batch_size,
@@ -343,6 +407,7 @@ def scgpt_grn_finetuned(
     batch_size: int = 64,
     max_len: int = 1201,
     include_zero_genes: bool = True,
+    targets_finetuning: str = "integration",
     n_cells: int = 100_000,
     attention_batch_size: int = 16,
     device: str = "auto",
@@ -362,7 +427,13 @@ def scgpt_grn_finetuned(
         fine-tuning used; the perturbation tutorial's are the same except ``max_len`` 1,536,
         used in targets mode when ``max_len`` is left at its default).
     include_zero_genes
-        Programs mode: tokenise zero genes too (the integration tutorial's setting).
+        Integration fine-tuning: tokenise zero genes too (the integration tutorial's
+        setting).
+    targets_finetuning
+        Targets mode: ``"integration"`` (the attention tutorial's: the integration pipeline on
+        every gene of the screen, control vs perturbed as the batch, then the binned
+        ``<cls>`` input) or ``"perturbation"`` (the perturbation model with its flags, as the
+        paper's text describes).
     n_cells, attention_batch_size
         Targets mode: cells per condition averaged, and cells per forward pass.
     device
@@ -370,6 +441,11 @@ def scgpt_grn_finetuned(
     """
     from scgpt import finetune_integration, gene_embeddings
 
+    if targets_finetuning not in ("integration", "perturbation"):
+        raise ValueError(
+            f"scgpt_finetuned: targets_finetuning {targets_finetuning!r} is not "
+            "'integration' or 'perturbation'"
+        )
     if adata.uns["grn"]["mode"] == "programs":
         model, vocab = load_model(checkpoint, pretrained=True, seed=seed)
         genes = _program_genes(adata, vocab, checkpoint)
@@ -390,19 +466,30 @@ def scgpt_grn_finetuned(
         )
         tuned = result.model
         return embedding_similarity(gene_embeddings((tuned, vocab, tuned.config), genes))
-    return attention_targets(
-        adata,
-        checkpoint=checkpoint,
-        seed=seed,
-        finetune=True,
-        n_cells=n_cells,
-        finetune_params={
+    if targets_finetuning == "integration":
+        finetune_params = {
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+            "max_len": max_len,
+            "include_zero_genes": include_zero_genes,
+            "device": device,
+        }
+    else:
+        finetune_params = {
             "epochs": epochs,
             "lr": lr,
             "batch_size": batch_size,
             "max_len": 1536 if max_len == 1201 else max_len,
             "device": device,
-        },
+        }
+    return attention_targets(
+        adata,
+        checkpoint=checkpoint,
+        seed=seed,
+        finetuning=targets_finetuning,
+        n_cells=n_cells,
+        finetune_params=finetune_params,
         batch_size=attention_batch_size,
         device=device,
     )

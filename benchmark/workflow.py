@@ -182,6 +182,7 @@ class WorkflowPlan:
                 if spec.needs_checkpoint:
                     checkpoint_methods.add((task, method))
             _check_dataset_params_of_task(task, section)
+            _check_task_checkpoint(task, section, registry, registry_path, checkpoint_methods)
             only = _method_datasets(task, section)
             _check_budget_limited(task, section)
             for dataset, method, seed in itertools.product(
@@ -233,16 +234,23 @@ class WorkflowPlan:
         """``results/<task>/<dataset>/<method>/seed<k>``."""
         return f"{self.results_dir}/{job.task}/{job.dataset}/{job.method}/seed{job.seed}"
 
-    def checkpoint_dir(self) -> str:
-        """Folder of the scGPT checkpoint the tasks use (pre-trained here or released)."""
+    def checkpoint_dir(self, task: str | None = None) -> str:
+        """Folder of the scGPT checkpoint a task uses (pre-trained here or released).
+
+        ``tasks.<task>.checkpoint`` (a registry checkpoint) overrides ``model`` for that task:
+        the GRN tutorials use the blood model where the other tutorials use whole-human.
+        """
+        override = (self.config["tasks"].get(task) or {}).get("checkpoint") if task else None
+        if override:
+            return f"{self.data_dir}/checkpoints/{override}"
         model = self.config["model"]
         if model["source"] == "pretrain":
             return f"{self.results_dir}/model/pretrained"
         return f"{self.data_dir}/checkpoints/{model['checkpoint']}"
 
-    def checkpoint_files(self) -> list[str]:
+    def checkpoint_files(self, task: str | None = None) -> list[str]:
         """The files of :meth:`checkpoint_dir` a consuming rule waits for."""
-        return [f"{self.checkpoint_dir()}/{name}" for name in CHECKPOINT_FILES]
+        return [f"{self.checkpoint_dir(task)}/{name}" for name in CHECKPOINT_FILES]
 
     # --- per job -----------------------------------------------------------------------
     def needs_checkpoint(self, task: str, method: str) -> bool:
@@ -491,6 +499,29 @@ def _check_downloads(value: Any, where: str, registry: Any) -> None:
             registry.download_source(name)
         except Exception as err:
             raise ConfigError(f"config {where}: {{download: {name}}}: {err}") from None
+
+
+def _check_task_checkpoint(
+    task: str,
+    section: dict[str, Any],
+    registry: Any,
+    registry_path: str,
+    checkpoint_methods: set[tuple[str, str]],
+) -> None:
+    """``tasks.<task>.checkpoint`` names a registry checkpoint and a method that uses one."""
+    name = section.get("checkpoint")
+    if name is None:
+        return
+    if name not in registry.checkpoints:
+        raise ConfigError(
+            f"config tasks.{task}.checkpoint: {name!r} is not under checkpoints: in "
+            f"{registry_path}; known: {sorted(registry.checkpoints)}"
+        )
+    if not any(t == task for t, _ in checkpoint_methods):
+        raise ConfigError(
+            f"config tasks.{task}.checkpoint: {name!r} is set but no method of tasks.{task} "
+            f"uses a checkpoint (methods: {sorted(section['methods'])})"
+        )
 
 
 def _check_dataset_params_of_task(task: str, section: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from benchmark.metrics.grn import (
     program_agreement,
     programs_from_clusters,
     read_gmt,
+    scanpy_gene_graph,
 )
 from benchmark.runner import run_method
 from benchmark.simulate import make_world, simulate_celltypes, simulate_perturbation
@@ -244,6 +245,70 @@ def test_knn_leiden_recovers_planted_blocks() -> None:
     assert program_agreement(genes, clusters, truth)["ari"] == pytest.approx(1.0)
 
 
+def test_scanpy_gene_graph_is_scanpys_cosine_neighbours_and_recovers_blocks() -> None:
+    """The tutorial's graph from a similarity equals sc.pp.neighbors on the vectors (cosine)."""
+    import scanpy as sc
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 16))
+    labels = np.repeat([0, 1, 2], 10)
+    vectors = centres[labels] + rng.normal(0, 0.4, size=(30, 16))
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    graph = scanpy_gene_graph(unit @ unit.T, n_neighbors=6)
+    reference = ad.AnnData(X=vectors.astype(np.float32))
+    sc.pp.neighbors(reference, n_neighbors=6, use_rep="X", metric="cosine")
+    np.testing.assert_allclose(
+        graph.toarray(), reference.obsp["connectivities"].toarray(), atol=1e-5
+    )
+    clusters = leiden_clusters(graph, 0.5, seed=0)
+    genes = [f"g{i}" for i in range(30)]
+    truth = {f"P{k}": [g for g, lab in zip(genes, labels) if lab == k] for k in range(3)}
+    assert program_agreement(genes, clusters, truth)["ari"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="square"):
+        scanpy_gene_graph(np.ones((3, 4)))
+
+
+def test_grn_task_refuses_unknown_graph_and_background() -> None:
+    with pytest.raises(ValueError, match="graph 'umap' is not one of"):
+        get_task("grn").with_metric_options({"graph": "umap"})
+    with pytest.raises(ValueError, match="enrichment_background 'genome'"):
+        get_task("grn").with_metric_options({"enrichment_background": "genome"})
+
+
+def test_library_background_lowers_p_values(tmp_path: Path) -> None:
+    """Enrichr's library background (every GMT gene) vs the clustered genes: the same overlap
+    drawn from a larger universe is less likely by chance."""
+    gmt, programs, background = _bonferroni_case(tmp_path)
+    rng = np.random.default_rng(0)
+    data = ad.AnnData(
+        X=rng.poisson(3.0, size=(40, 30)).astype(np.float32),
+        var=pd.DataFrame(index=background),
+    )
+    data.obs_names = [f"c{i}" for i in range(40)]
+    block = {g: p for p, members in programs.items() for g in members}
+    sim = np.array(
+        [
+            [1.0 if a in block and block.get(b) == block[a] else 0.05 for b in background]
+            for a in background
+        ]
+    )
+    output = pd.DataFrame(sim, index=background, columns=background)
+    tables = {}
+    for choice in ("analysed", "gene_sets"):
+        task = get_task("grn").with_metric_options(
+            {"gene_sets": str(gmt), "enrichment_background": choice}
+        )
+        inputs = task.prepare(data, seed=0)
+        task.save(output, inputs, tmp_path / choice)
+        tables[choice] = pd.read_csv(tmp_path / choice / "enrichment.csv")
+    analysed = tables["analysed"].set_index(["resolution", "program", "gene_set"])
+    library = tables["gene_sets"].set_index(["resolution", "program", "gene_set"])
+    assert set(analysed["background"]) == {30}
+    assert set(library["background"]) == {30 + 10}  # the 10 genes of the GMT outside the data
+    shared = analysed.index.intersection(library.index)
+    assert len(shared) and (library.loc[shared, "p_value"] <= analysed.loc[shared, "p_value"]).all()
+
+
 def test_target_scores() -> None:
     scores = pd.Series([0.9, 0.8, 0.1, 0.7], index=["t1", "x", "y", "t2"])
     assert precision_at_k(scores, ["t1", "t2"], k=2) == 0.5
@@ -348,6 +413,25 @@ def test_end_to_end_targets_with_scgpt(small_data: dict[str, Path], tmp_path: Pa
         assert 0.0 <= scores[f"precision_at_20_{setting}"] <= 1.0
         assert (out / f"targets_{setting}.csv").is_file()
     assert scores["setting"] == "difference"
+    # The attention tutorial's fine-tuning: the integration pipeline on every gene (raw).
+    tuned = tmp_path / "scgpt_finetuned"
+    record = run_method(
+        "grn",
+        "scgpt_finetuned",
+        "sim",
+        small_data["targets"],
+        tuned,
+        seed=0,
+        params={"epochs": 1, "batch_size": 16, "max_len": 32, "n_cells": 5},
+        checkpoint=checkpoint,
+        threads=1,
+    )
+    assert record["status"] == "ok", record.get("error")
+    assert 0.0 <= _scores(tuned)["precision_at_20"] <= 1.0
+    dataset = ad.read_h5ad(small_data["targets"])
+    method_input = get_task("grn").prepare(dataset, seed=0)["args"][0]
+    assert list(method_input.raw.var_names) == list(dataset.var_names)
+    assert list(method_input.raw.obs_names) == list(method_input.obs_names)
     de_out = tmp_path / "de"
     run_method("grn", "de", "sim", small_data["targets"], de_out, seed=0, threads=1)
     de = _scores(de_out)

@@ -97,3 +97,23 @@ def test_long_jobs_are_scheduled_first():
     assert plan.priority("perturbation", "gears") == 1  # resources.gears.priority
     config["resources"]["scgpt"] = {"priority": 0}
     assert WorkflowPlan.from_config(config).priority("perturbation", "scgpt") == 0
+
+
+def test_task_checkpoint_overrides_the_model_for_that_task_only():
+    config = copy.deepcopy(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
+    plan = WorkflowPlan.from_config(config)
+    # The GRN tutorials use the blood model, the other tutorials whole-human.
+    assert plan.checkpoint_dir("grn") == f"{plan.data_dir}/checkpoints/blood"
+    assert plan.checkpoint_dir("integration") == f"{plan.data_dir}/checkpoints/whole_human"
+    assert plan.checkpoint_files("grn")[0].startswith(f"{plan.data_dir}/checkpoints/blood/")
+    config["tasks"]["grn"]["checkpoint"] = "bloood"
+    with pytest.raises(ConfigError, match=r"tasks\.grn\.checkpoint: 'bloood' is not under"):
+        WorkflowPlan.from_config(config)
+
+
+def test_task_checkpoint_without_a_checkpoint_method_is_refused():
+    config = _demo_config()
+    config["tasks"]["integration"]["methods"] = {"pca": {}}
+    config["tasks"]["integration"]["checkpoint"] = "sim_atlas"
+    with pytest.raises(ConfigError, match=r"tasks\.integration\.checkpoint: .*no method"):
+        WorkflowPlan.from_config(config)

@@ -84,6 +84,32 @@ def knn_graph(similarity: np.ndarray, n_neighbors: int = 15) -> sp.csr_matrix:
     return graph.maximum(graph.T).tocsr()
 
 
+def scanpy_gene_graph(similarity: np.ndarray, n_neighbors: int = 15) -> sp.csr_matrix:
+    """The GRN tutorial's gene graph: scanpy's UMAP connectivities (``sc.pp.neighbors``)
+    over each gene's ``n_neighbors`` nearest genes (itself counted, as scanpy counts it),
+    the distance being ``1 - similarity`` (cosine distance for cosine similarities).
+
+    The tutorial runs ``sc.pp.neighbors`` on the embedding vectors (Euclidean); a method
+    here returns similarities, so their distance is used instead.
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    sim = np.asarray(similarity, dtype=np.float64)
+    n = sim.shape[0]
+    if sim.ndim != 2 or sim.shape[1] != n:
+        raise ValueError(f"scanpy_gene_graph: similarity must be square; got shape {sim.shape}")
+    if n < 3:
+        raise ValueError(f"scanpy_gene_graph: need at least 3 genes; got {n}")
+    finite = np.where(np.isfinite(sim), sim, -np.inf)
+    distance = np.clip(1.0 - finite, 0.0, None)
+    distance[~np.isfinite(distance)] = distance[np.isfinite(distance)].max(initial=1.0) + 1.0
+    np.fill_diagonal(distance, 0.0)
+    genes = ad.AnnData(X=distance.astype(np.float32))
+    sc.pp.neighbors(genes, n_neighbors=min(n_neighbors, n - 1), use_rep="X", metric="precomputed")
+    return sp.csr_matrix(genes.obsp["connectivities"])
+
+
 def leiden_clusters(graph: sp.csr_matrix, resolution: float, *, seed: int = 0) -> np.ndarray:
     """Leiden clusters (RB configuration model, weighted) of an undirected graph."""
     import igraph as ig

@@ -26,8 +26,8 @@ programs = clusters of >= 5 genes (:mod:`benchmark.metrics.grn`). Scores:
 **targets** (Fig. 6; perturbation screens). The regulators are the genes perturbed alone
 (``"<gene>+ctrl"``) whose true targets are known (simulator: the regulatory network's direct
 targets). A method receives the control cells and those conditions' cells x the HVGs plus the
-regulators (``obs["condition"]``, ``layers["log1p"]``, counts in ``X``;
-``uns["grn"]["regulators"]`` and ``["condition_of"]``) and returns, per regulator, a score of
+regulators (``obs["condition"]``, ``layers["log1p"]``, counts in ``X``, every gene's counts
+in ``raw``; ``uns["grn"]["regulators"]`` and ``["condition_of"]``) and returns, per regulator, a score of
 every other gene as its target: a DataFrame (genes x regulators) or a dict of them, one per
 setting (the first is the headline; scGPT: difference, perturbed, control). Scores: mean
 over regulators of precision among the top 20 genes (``precision_at_20``) and average
@@ -58,6 +58,7 @@ from benchmark.metrics.grn import (
     program_agreement,
     programs_from_clusters,
     read_gmt,
+    scanpy_gene_graph,
 )
 from benchmark.tasks.base import Task
 
@@ -68,6 +69,8 @@ RESOLUTIONS = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0)
 SETTINGS = ("difference", "perturbed", "control")
 TOP_K = 20
 CONTROL = "ctrl"
+GRAPHS = ("knn", "scanpy")
+BACKGROUNDS = ("analysed", "gene_sets")
 
 
 def _res_key(resolution: float) -> str:
@@ -94,8 +97,18 @@ class GrnTask(Task):
         Targets mode on data without a simulator truth: regulator -> file of its known
         targets (ChIP-Atlas ``<TF>.10.tsv`` with a ``Target_genes`` column, or one gene per
         line).
+    graph
+        Gene graph the programs are clustered on: ``"knn"`` (each gene's ``n_neighbors``
+        most similar genes, weights = rescaled similarity) or ``"scanpy"`` (the GRN
+        tutorial's: scanpy's UMAP connectivities over ``n_neighbors`` neighbours, distance
+        ``1 - similarity``).
+    enrichment_background
+        Genes the hypergeometric test draws from: ``"analysed"`` (the clustered genes) or
+        ``"gene_sets"`` (every gene of the GMT plus the clustered ones: Enrichr's library
+        background, which the tutorial's ``gseapy.enrichr`` call gets by default).
 
-    ``gene_sets`` and ``target_lists`` are the config's ``tasks.grn.metrics``.
+    ``gene_sets``, ``target_lists``, ``graph`` and ``enrichment_background`` are the
+    config's ``tasks.grn.metrics``.
     """
 
     n_hvg: int = N_HVG
@@ -104,6 +117,8 @@ class GrnTask(Task):
     min_program_size: int = 5
     gene_sets: str | os.PathLike[str] = DEFAULT_GMT
     target_lists: Mapping[str, str] | None = None
+    graph: str = "knn"
+    enrichment_background: str = "analysed"
 
     name = "grn"
     metrics = (
@@ -126,11 +141,18 @@ class GrnTask(Task):
         "precision_at_20_expected",
     )
     required_obs = ()
-    metric_options = ("gene_sets", "target_lists")
+    metric_options = ("gene_sets", "target_lists", "graph", "enrichment_background")
 
     def __post_init__(self) -> None:
         if not self.resolutions:
             raise ValueError("grn task: resolutions is empty")
+        if self.graph not in GRAPHS:
+            raise ValueError(f"grn task: graph {self.graph!r} is not one of {list(GRAPHS)}")
+        if self.enrichment_background not in BACKGROUNDS:
+            raise ValueError(
+                f"grn task: enrichment_background {self.enrichment_background!r} is not one "
+                f"of {list(BACKGROUNDS)}"
+            )
         # frozen: the settings are normalised once, here
         object.__setattr__(self, "resolutions", tuple(float(r) for r in self.resolutions))
         object.__setattr__(self, "gene_sets", Path(self.gene_sets))
@@ -230,6 +252,10 @@ class GrnTask(Task):
                 }
             },
         )
+        # Every gene of the same cells: the attention tutorial fine-tunes on all of them.
+        method_input.raw = ad.AnnData(
+            X=counts[keep], var=pd.DataFrame(index=adata.var_names.copy())
+        )
         truth = {r: sorted(set(truth_targets[r]) & set(genes) - {r}) for r in regulators}
         return {
             "args": (method_input,),
@@ -273,7 +299,8 @@ class GrnTask(Task):
         """Leiden clusters per resolution (genes x resolutions), computed once per run."""
         cache = inputs.setdefault("_cache", {})
         if id(output) not in cache:
-            graph = knn_graph(output.to_numpy(), self.n_neighbors)
+            build = scanpy_gene_graph if self.graph == "scanpy" else knn_graph
+            graph = build(output.to_numpy(), self.n_neighbors)
             cache[id(output)] = pd.DataFrame(
                 {
                     _res_key(r): leiden_clusters(graph, r, seed=inputs.get("seed", 0))
@@ -314,7 +341,13 @@ class GrnTask(Task):
                 programs = programs_from_clusters(
                     clusters.index, clusters[column].to_numpy(), self.min_program_size
                 )
-                frame = enrichment(programs, inputs["truth"]["gene_sets"], clusters.index)
+                gene_sets = inputs["truth"]["gene_sets"]
+                background = list(clusters.index)
+                if self.enrichment_background == "gene_sets":
+                    background = sorted(
+                        set(background).union(*(map(str, g) for g in gene_sets.values()))
+                    )
+                frame = enrichment(programs, gene_sets, background)
                 frame.insert(0, "resolution", column)
                 frames.append(frame)
             nonempty = [f for f in frames if len(f)]

@@ -6,7 +6,7 @@ rule run_method:
     input:
         dataset=lambda wc: PLAN.dataset_path(wc.dataset),
         checkpoint=lambda wc: (
-            PLAN.checkpoint_files() if PLAN.needs_checkpoint(wc.task, wc.method) else []
+            PLAN.checkpoint_files(wc.task) if PLAN.needs_checkpoint(wc.task, wc.method) else []
         ),
         resources=lambda wc: PLAN.method_inputs(wc.task, wc.method),
     output:
@@ -16,7 +16,7 @@ rule run_method:
         params=lambda wc: PLAN.method_params(wc.task, wc.method, wc.dataset),
         metric_options=lambda wc: PLAN.metric_options(wc.task),
         checkpoint=lambda wc: (
-            PLAN.checkpoint_dir() if PLAN.needs_checkpoint(wc.task, wc.method) else None
+            PLAN.checkpoint_dir(wc.task) if PLAN.needs_checkpoint(wc.task, wc.method) else None
         ),
         # Not used by the script: a failed run is redone when its method's mem_mb, runtime
         # or gpu change (Snakemake's params trigger), a successful one is not.
