@@ -269,7 +269,8 @@ def attention_targets(
         raise ValueError(
             f"scGPT attention: finetuning {finetuning!r} is not one of {list(FINETUNINGS)}"
         )
-    batch_label_of = None
+    # The integration-tuned model's batch code per kind of cell (its DSBN needs them).
+    batch_code: dict[str, int] | None = None
     if finetuning == "integration":
         model = finetune_integration(
             model,
@@ -281,11 +282,7 @@ def attention_targets(
             progress=False,
             **finetune_params,
         ).model
-        batches = list(model.batch_categories)
-
-        def batch_label_of(condition: str) -> int:
-            return batches.index("control" if condition == CONTROL else "perturbed")
-
+        batch_code = {str(kind): code for code, kind in enumerate(model.batch_categories)}
     if finetuning == "perturbation":
         tuned = train_perturbation_model(
             model,
@@ -322,7 +319,11 @@ def attention_targets(
             values,
             columns=columns,
             pert_flags=flags,
-            batch_label=None if batch_label_of is None else batch_label_of(condition),
+            batch_label=(
+                None
+                if batch_code is None
+                else batch_code["control" if condition == CONTROL else "perturbed"]
+            ),
             batch_size=batch_size,
         )
         return matrix, names
