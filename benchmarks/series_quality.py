@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from learning_curves import plateau  # noqa: E402
 from pretraining_quality import _loss_csv, evaluate  # noqa: E402
 
 from benchmark.io import read_json, write_json, write_text  # noqa: E402
@@ -56,6 +57,35 @@ def model_row(name: str) -> dict[str, Any]:
     }
 
 
+PLATEAU_TOL = 0.02
+"""A longer run's plateau: the first saved step that no later one beats by more than this
+gap-closed fraction per doubling of steps (:func:`learning_curves.plateau`)."""
+
+
+def plateau_row(run: Path) -> dict[str, Any]:
+    """Held-out curve of a longer pre-training run over its saved ``step_*.pt`` checkpoints."""
+    result = evaluate(run, steps_from=run, knn=False)
+    curve = [
+        {"step": c["step"], "model": c["model"], "gap_closed": c["gap_closed"]}
+        for c in result["masked_value_loss_curve"]
+    ]
+    at = plateau(
+        [(c["step"], c["gap_closed"]) for c in curve], higher_is_better=True, tol=PLATEAU_TOL
+    )
+    log = _loss_csv(run)
+    return {
+        "model": run.name,
+        "corpus_cells": result["pretrain"].get("n_cells"),
+        "steps": int(log[-1]["step"]) if log else None,
+        "passes": int(log[-1]["epoch"]) if log else None,
+        "curve": curve,
+        "plateau_step": at,
+        "heldout": result["masked_value_loss"],
+        "heldout_new_batches": result["masked_value_loss_new_batches"],
+        "program_cosine_difference": result["gene_program_cosine"]["difference"],
+    }
+
+
 def reference_row(path: Path) -> dict[str, Any]:
     """The sim_atlas model's stored measurement, with its held-out curve."""
     stored = read_json(path)
@@ -75,6 +105,34 @@ def reference_row(path: Path) -> dict[str, Any]:
 
 def _num(value: Any, fmt: str = ".3f") -> str:
     return "—" if value is None else format(value, fmt)
+
+
+def plateau_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The longer runs' held-out curves (gap closed by step) and plateau steps."""
+    steps = sorted({c["step"] for row in rows for c in row["curve"]})
+    lines = [
+        "",
+        "## The scaling models trained longer (held-out curve)",
+        "",
+        f"Gap closed on the held-out cells at each saved step; plateau: the first step that "
+        f"no later one beats by more than {PLATEAU_TOL} per doubling of steps.",
+        "",
+        "| model | corpus cells | passes | "
+        + " | ".join(f"{s:,}" for s in steps)
+        + " | plateau step | gap closed, new batches | program cosine within - between |",
+        "|---|---|---|" + "---|" * len(steps) + "---|---|---|",
+    ]
+    for row in rows:
+        by_step = {c["step"]: c["gap_closed"] for c in row["curve"]}
+        cells = [_num(by_step.get(s), ".2f") for s in steps]
+        lines.append(
+            f"| {row['model']} | {_num(row['corpus_cells'], ',')} | {_num(row['passes'], ',')} | "
+            + " | ".join(cells)
+            + f" | {_num(row['plateau_step'], ',')} "
+            f"| {row['heldout_new_batches']['gap_closed']:.2f} "
+            f"| {row['program_cosine_difference']:.2f} |"
+        )
+    return lines
 
 
 def markdown(rows: list[dict[str, Any]], reference: dict[str, Any], command: str) -> str:
@@ -109,26 +167,48 @@ def markdown(rows: list[dict[str, Any]], reference: dict[str, Any], command: str
     return "\n".join(lines) + "\n"
 
 
+def full_markdown(
+    rows: list[dict[str, Any]],
+    reference: dict[str, Any],
+    longer: list[dict[str, Any]],
+    command: str,
+) -> str:
+    """:func:`markdown`, then the longer runs' table when there are any."""
+    text = markdown(rows, reference, command)
+    return text + ("\n".join(plateau_markdown(longer)) + "\n" if longer else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=Path, default=ROOT / "config" / "pretrain_transfer.yaml")
     parser.add_argument("--reference", type=Path, default=OUT_DIR / "pretraining_quality.json")
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
+    parser.add_argument(
+        "--longer",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="output folders of longer pre-training runs with step_*.pt checkpoints",
+    )
     args = parser.parse_args(argv)
 
     rows = []
     for name in load_yaml(args.series)["models"]:
         print(f"evaluating {name}", flush=True)
         rows.append(model_row(name))
+    longer = []
+    for run in args.longer:
+        print(f"evaluating the longer run {run}", flush=True)
+        longer.append(plateau_row(run))
     reference = reference_row(args.reference)
     command = " ".join(
         [".venv/bin/python benchmarks/series_quality.py"] + (sys.argv[1:] if argv is None else argv)
     )
     write_json(
-        {"command": command, "models": rows, "reference": reference},
+        {"command": command, "models": rows, "reference": reference, "longer": longer},
         args.out_dir / "series_quality.json",
     )
-    write_text(markdown(rows, reference, command), args.out_dir / "series_quality.md")
+    write_text(full_markdown(rows, reference, longer, command), args.out_dir / "series_quality.md")
 
 
 if __name__ == "__main__":
