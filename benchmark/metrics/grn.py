@@ -54,6 +54,16 @@ def read_gmt(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     return sets
 
 
+def _square_similarity(similarity: np.ndarray, who: str, *, min_genes: int) -> np.ndarray:
+    """``similarity`` as a float64 genes x genes array, refused unless square and large enough."""
+    sim = np.asarray(similarity, dtype=np.float64)
+    if sim.ndim != 2 or sim.shape[0] != sim.shape[1]:
+        raise ValueError(f"{who}: similarity must be square; got shape {sim.shape}")
+    if sim.shape[0] < min_genes:
+        raise ValueError(f"{who}: need at least {min_genes} genes; got {sim.shape[0]}")
+    return sim
+
+
 def knn_graph(similarity: np.ndarray, n_neighbors: int = 15) -> sp.csr_matrix:
     """Symmetric kNN graph of a gene-gene similarity (edge weight = similarity, floored > 0).
 
@@ -61,12 +71,8 @@ def knn_graph(similarity: np.ndarray, n_neighbors: int = 15) -> sp.csr_matrix:
     union of those links (an edge kept if either end chose it). Weights are the similarity
     shifted so that the weakest kept edge still counts (Leiden needs positive weights).
     """
-    sim = np.asarray(similarity, dtype=np.float64)
+    sim = _square_similarity(similarity, "knn_graph", min_genes=2)
     n = sim.shape[0]
-    if sim.ndim != 2 or sim.shape[1] != n:
-        raise ValueError(f"knn_graph: similarity must be square; got shape {sim.shape}")
-    if n < 2:
-        raise ValueError(f"knn_graph: need at least 2 genes; got {n}")
     k = min(n_neighbors, n - 1)
     work = sim.copy()
     np.fill_diagonal(work, -np.inf)
@@ -95,12 +101,8 @@ def scanpy_gene_graph(similarity: np.ndarray, n_neighbors: int = 15) -> sp.csr_m
     import anndata as ad
     import scanpy as sc
 
-    sim = np.asarray(similarity, dtype=np.float64)
+    sim = _square_similarity(similarity, "scanpy_gene_graph", min_genes=3)
     n = sim.shape[0]
-    if sim.ndim != 2 or sim.shape[1] != n:
-        raise ValueError(f"scanpy_gene_graph: similarity must be square; got shape {sim.shape}")
-    if n < 3:
-        raise ValueError(f"scanpy_gene_graph: need at least 3 genes; got {n}")
     finite = np.where(np.isfinite(sim), sim, -np.inf)
     distance = np.clip(1.0 - finite, 0.0, None)
     distance[~np.isfinite(distance)] = distance[np.isfinite(distance)].max(initial=1.0) + 1.0
