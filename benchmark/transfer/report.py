@@ -192,7 +192,8 @@ def plot_transfer(table: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[
     Scaling: one panel per (task, dataset), one line per metric over pre-training cells (log
     x), the from-scratch score of the same metric as a dashed horizontal line and PCA as a
     dotted one. Context: one panel per (task, dataset, metric), models sorted by score, the
-    references as vertical lines. Any other series is drawn like the context series.
+    references as vertical lines. A series named ``scaling*`` (e.g. ``scaling_3500``) is drawn
+    like the scaling one, any other like the context series.
     """
     import matplotlib
 
@@ -207,7 +208,7 @@ def plot_transfer(table: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[
         models = part[part["model"] != REFERENCE]
         refs = part[part["model"] == REFERENCE]
         numeric_cells = pd.to_numeric(models["cells"], errors="coerce")
-        if series == "scaling" and numeric_cells.notna().all() and numeric_cells.nunique() > 1:
+        if series.startswith("scaling") and numeric_cells.notna().all() and numeric_cells.nunique() > 1:
             fig = _plot_scaling(plt, models.assign(cells=numeric_cells), refs)
         else:
             fig = _plot_ranking(plt, models, refs)
