@@ -208,7 +208,11 @@ def plot_transfer(table: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[
         models = part[part["model"] != REFERENCE]
         refs = part[part["model"] == REFERENCE]
         numeric_cells = pd.to_numeric(models["cells"], errors="coerce")
-        if series.startswith("scaling") and numeric_cells.notna().all() and numeric_cells.nunique() > 1:
+        if (
+            series.startswith("scaling")
+            and numeric_cells.notna().all()
+            and numeric_cells.nunique() > 1
+        ):
             fig = _plot_scaling(plt, models.assign(cells=numeric_cells), refs)
         else:
             fig = _plot_ranking(plt, models, refs)
