@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from learning_curves import ensure_dataset, load_config, run_isolated  # noqa: E402
+from learning_curves import ensure_dataset, load_config, run_isolated, run_variant  # noqa: E402
 
 from benchmark.io import write_json, write_text  # noqa: E402
 
@@ -108,31 +108,19 @@ def program_scores(plan: Any, dataset: str, method: str, *, args: argparse.Names
 def target_scores(plan: Any, name: str, *, args: argparse.Namespace) -> dict:
     """One attention setup through the runner on sim_perturb."""
     method, changes = TARGET_POINTS[name]
-    params = copy.deepcopy(plan.method_params("grn", method, "sim_perturb"))
-    params.update(changes)
-    start = time.perf_counter()
-    record, scores = run_isolated(
+    return run_variant(
         plan,
         "grn",
         method,
         "sim_perturb",
-        params,
+        changes,
         args.work_dir / f"targets_{method}_{changes.get('targets_finetuning', 'none')}",
-        seed=0,
+        name=name,
+        metrics=TARGET_METRICS,
         data_dir=args.data_dir,
         checkpoint=args.checkpoint,
         log_path=args.work_dir / f"targets_{name.split()[0]}.log",
     )
-    return {
-        "name": name,
-        "method": method,
-        "params": params,
-        "status": record["status"],
-        "error": record.get("error"),
-        "scores": {m: scores.get(m) for m in TARGET_METRICS},
-        "wall_seconds": round(time.perf_counter() - start, 1),
-        "load_after": round(os.getloadavg()[0], 2),
-    }
 
 
 def _cell(value: Any, digits: int = 3) -> str:

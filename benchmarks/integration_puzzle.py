@@ -24,10 +24,8 @@ Run (results in ``benchmarks/results/integration_puzzle.{md,json}``)::
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from learning_curves import load_config, run_isolated  # noqa: E402
+from learning_curves import load_config, run_variant  # noqa: E402
 
 from benchmark.io import read_json, write_json, write_text  # noqa: E402
 
@@ -64,31 +62,19 @@ POINTS: dict[str, tuple[str, dict[str, Any]]] = {
 def run_point(plan: Any, name: str, *, data_dir: Path, work_dir: Path, checkpoint: Path) -> dict:
     """One point through the suite's runner; its scores and wall time."""
     method, changes = POINTS[name]
-    params = copy.deepcopy(plan.method_params("integration", method))
-    params.update(changes)
-    start = time.perf_counter()
-    record, scores = run_isolated(
+    return run_variant(
         plan,
         "integration",
         method,
         DATASET,
-        params,
+        changes,
         work_dir / name,
-        seed=0,
+        name=name,
+        metrics=METRICS,
         data_dir=data_dir,
         checkpoint=checkpoint,
         log_path=work_dir / f"{name}.log",
     )
-    return {
-        "name": name,
-        "method": method,
-        "params": params,
-        "status": record["status"],
-        "error": record.get("error"),
-        "scores": {m: scores.get(m) for m in METRICS},
-        "wall_seconds": round(time.perf_counter() - start, 1),
-        "load_after": round(os.getloadavg()[0], 2),
-    }
 
 
 def markdown(points: list[dict], command: str) -> str:

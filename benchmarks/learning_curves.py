@@ -31,6 +31,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,49 @@ def run_isolated(
     )
     scores = read_json(outdir / "scores.json") if (outdir / "scores.json").is_file() else {}
     return record, scores
+
+
+def run_variant(
+    plan: Any,
+    task: str,
+    method: str,
+    dataset: str,
+    changes: dict[str, Any],
+    outdir: Path,
+    *,
+    name: str,
+    metrics: Sequence[str],
+    data_dir: Path,
+    checkpoint: Path,
+    log_path: Path,
+) -> dict[str, Any]:
+    """One seed-0 run of ``method`` with the config's parameters and ``changes`` over them
+    (:func:`run_isolated`): its status, the ``metrics`` of its scores and its wall time."""
+    params = copy.deepcopy(plan.method_params(task, method, dataset))
+    params.update(changes)
+    start = time.perf_counter()
+    record, scores = run_isolated(
+        plan,
+        task,
+        method,
+        dataset,
+        params,
+        outdir,
+        seed=0,
+        data_dir=data_dir,
+        checkpoint=checkpoint,
+        log_path=log_path,
+    )
+    return {
+        "name": name,
+        "method": method,
+        "params": params,
+        "status": record["status"],
+        "error": record.get("error"),
+        "scores": {m: scores.get(m) for m in metrics},
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "load_after": round(os.getloadavg()[0], 2),
+    }
 
 
 def run_point(
