@@ -467,23 +467,11 @@ def scgpt_grn_finetuned(
         )
         tuned = result.model
         return embedding_similarity(gene_embeddings((tuned, vocab, tuned.config), genes))
+    finetune_params = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "device": device}
     if targets_finetuning == "integration":
-        finetune_params = {
-            "epochs": epochs,
-            "lr": lr,
-            "batch_size": batch_size,
-            "max_len": max_len,
-            "include_zero_genes": include_zero_genes,
-            "device": device,
-        }
+        finetune_params.update(max_len=max_len, include_zero_genes=include_zero_genes)
     else:
-        finetune_params = {
-            "epochs": epochs,
-            "lr": lr,
-            "batch_size": batch_size,
-            "max_len": 1536 if max_len == 1201 else max_len,
-            "device": device,
-        }
+        finetune_params["max_len"] = 1536 if max_len == 1201 else max_len
     return attention_targets(
         adata,
         checkpoint=checkpoint,
